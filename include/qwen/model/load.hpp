@@ -1,0 +1,47 @@
+// Loading a checkpoint directory exactly as downloaded from Hugging Face into a model type:
+// config.json checked against the type, tensors bound, generation and tokenizer configs read.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <utility>
+
+#include "qwen/io/checkpoint.hpp"
+#include "qwen/io/generation_config.hpp"
+#include "qwen/io/model_config.hpp"
+#include "qwen/io/tokenizer_config.hpp"
+#include "qwen/model/qwen3.hpp"
+#include "qwen/model/validate.hpp"
+#include "qwen/model/weights.hpp"
+
+namespace qwen {
+
+// Owns the mapped files; `weights` points into them, so a LoadedCheckpoint is move-only and
+// its weights stay valid for its lifetime (moving keeps the mappings where they are).
+template <Qwen3Type Model>
+struct LoadedCheckpoint {
+  io::ModelConfig config;
+  std::optional<io::GenerationConfig> generation;  // absent when the directory has no generation_config.json
+  std::optional<io::TokenizerConfig> tokenizer;    // absent when it has no tokenizer_config.json
+  io::Checkpoint checkpoint;
+  Weights<Model> weights;
+};
+
+// Checks an already-parsed config against Model and binds the directory's tensors.
+template <Qwen3Type Model>
+[[nodiscard]] LoadedCheckpoint<Model> load_checkpoint(const std::filesystem::path& dir, io::ModelConfig config) {
+  validate_config<Model>(config);
+  auto generation = io::read_generation_config(dir);
+  auto tokenizer = io::read_tokenizer_config(dir);
+  io::Checkpoint checkpoint = io::Checkpoint::open(dir);
+  Weights<Model> weights = bind_weights<Model>(checkpoint);
+  return LoadedCheckpoint<Model>{std::move(config), std::move(generation), std::move(tokenizer), std::move(checkpoint),
+                                 std::move(weights)};
+}
+
+template <Qwen3Type Model>
+[[nodiscard]] LoadedCheckpoint<Model> load_checkpoint(const std::filesystem::path& dir) {
+  return load_checkpoint<Model>(dir, io::read_model_config(dir));
+}
+
+}  // namespace qwen

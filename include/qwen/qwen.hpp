@@ -1,0 +1,20 @@
+// The umbrella header: everything the library offers.
+#pragma once
+
+#include "qwen/core/dtype.hpp"
+#include "qwen/core/error.hpp"
+#include "qwen/core/numeric.hpp"
+#include "qwen/core/tensor.hpp"
+#include "qwen/io/checkpoint.hpp"
+#include "qwen/io/generation_config.hpp"
+#include "qwen/io/json_file.hpp"
+#include "qwen/io/model_config.hpp"
+#include "qwen/io/safetensors.hpp"
+#include "qwen/io/safetensors_writer.hpp"
+#include "qwen/io/tokenizer_config.hpp"
+#include "qwen/model/load.hpp"
+#include "qwen/model/qwen3.hpp"
+#include "qwen/model/registry.hpp"
+#include "qwen/model/shapes.hpp"
+#include "qwen/model/validate.hpp"
+#include "qwen/model/weights.hpp"

@@ -1,0 +1,345 @@
+// qwen-inspect end to end: it accepts every golden checkpoint (written by transformers) and
+// rejects corrupted copies of them with exit status 1 and a message naming the problem.
+// Each corruption is made here from a pristine golden checkpoint in a scratch directory.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <qwen/io/safetensors.hpp>
+#include <qwen/io/safetensors_writer.hpp>
+
+namespace fs = std::filesystem;
+using ordered_json = nlohmann::ordered_json;
+
+namespace {
+
+const fs::path golden = fs::path(QWEN_GOLDEN_DIR) / "checkpoints";
+
+struct Result {
+  bool exited = false;  // false: killed by a signal (a crash)
+  int status = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << text;
+}
+
+Result run_inspect(const fs::path& dir) {
+  const fs::path out = dir.string() + ".stdout", err = dir.string() + ".stderr";
+  const std::string cmd = std::string("'") + QWEN_INSPECT_EXE + "' '" + dir.string() + "' > '" + out.string() + "' 2> '" +
+                          err.string() + "'";
+  const int raw = std::system(cmd.c_str());
+  Result r;
+  r.exited = raw != -1 && WIFEXITED(raw);
+  r.status = r.exited ? WEXITSTATUS(raw) : -1;
+  r.out = read_text(out);
+  r.err = read_text(err);
+  fs::remove(out);
+  fs::remove(err);
+  return r;
+}
+
+// A scratch copy of a golden checkpoint, removed afterwards.
+struct Scratch {
+  fs::path dir;
+  explicit Scratch(const std::string& fixture) {
+    static int counter = 0;
+    dir = fs::temp_directory_path() / ("qwen-inspect-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
+    fs::remove_all(dir);
+    fs::copy(golden / fixture, dir, fs::copy_options::recursive);
+  }
+  ~Scratch() { fs::remove_all(dir); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// The header of a safetensors file, as ordered JSON, and the data section behind it.
+struct RawSafetensors {
+  ordered_json header;
+  std::string data;
+};
+RawSafetensors read_raw(const fs::path& file) {
+  const std::string bytes = read_text(file);
+  std::uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | static_cast<unsigned char>(bytes[static_cast<std::size_t>(i)]);
+  return {ordered_json::parse(bytes.substr(8, n)), bytes.substr(8 + n)};
+}
+void write_raw(const fs::path& file, const RawSafetensors& raw) {
+  std::string header = raw.header.dump();
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  write_text(file, bytes + header + raw.data);
+}
+void edit_header(const fs::path& file, const std::function<void(ordered_json&)>& edit) {
+  RawSafetensors raw = read_raw(file);
+  edit(raw.header);
+  write_raw(file, raw);
+}
+
+// Rewrites a valid safetensors file through the library's writer after editing its tensor list.
+struct OwnedTensor {
+  std::string name;
+  qwen::DType dtype;
+  qwen::Shape shape;
+  std::vector<std::byte> bytes;
+};
+void edit_tensors(const fs::path& file, const std::function<void(std::vector<OwnedTensor>&)>& edit) {
+  std::vector<OwnedTensor> tensors;
+  {
+    const auto st = qwen::io::SafetensorsFile::open(file);
+    for (const auto& info : st.tensors()) {
+      const qwen::TensorView v = st.view(info.name);
+      tensors.push_back({info.name, info.dtype, info.shape, std::vector<std::byte>(v.data, v.data + v.nbytes())});
+    }
+  }
+  edit(tensors);
+  std::vector<qwen::io::NamedTensor> named;
+  for (const auto& t : tensors) named.emplace_back(t.name, qwen::TensorView(t.bytes.data(), t.dtype, t.shape));
+  qwen::io::write_safetensors(file, named, {{"format", "pt"}});
+}
+
+void edit_config(const fs::path& dir, const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json config = nlohmann::json::parse(read_text(dir / "config.json"));
+  edit(config);
+  write_text(dir / "config.json", config.dump(2));
+}
+
+// The corruption must be rejected: exit status 1 (not a crash), the message on stderr.
+void expect_rejected(const Scratch& s, const std::string& message) {
+  const Result r = run_inspect(s.dir);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exited);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("qwen-inspect: error: ") != std::string::npos);
+  CHECK(r.err.find(message) != std::string::npos);
+  CHECK(r.out.find("status:      OK") == std::string::npos);
+}
+
+const char* const single = "model.safetensors";
+
+}  // namespace
+
+TEST_CASE("inspect accepts every golden checkpoint", "[inspect]") {
+  const std::pair<const char*, const char*> fixtures[] = {
+      {"dense_tied", "Qwen3<Dense, TinyDenseTied, bf16>"}, {"dense_untied", "Qwen3<Dense, TinyDense, fp32>"},
+      {"moe", "Qwen3<MoE, TinyMoE, bf16>"},                {"yarn", "Qwen3<Dense, TinyDenseTied, bf16>"},
+      {"fp8", "Qwen3<Dense, TinyDense, fp8>"},             {"sharded", "Qwen3<Dense, TinyDense, bf16>"}};
+  for (const auto& [name, type] : fixtures) {
+    INFO("fixture " << name);
+    const Result r = run_inspect(golden / name);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exited);
+    CHECK(r.status == 0);
+    CHECK(r.out.find(std::string("type:        ") + type + "\n") != std::string::npos);
+    CHECK(r.out.find("status:      OK") != std::string::npos);
+  }
+}
+
+TEST_CASE("inspect rejects a truncated safetensors file", "[inspect]") {
+  Scratch s("dense_tied");
+  fs::resize_file(s.dir / single, fs::file_size(s.dir / single) - 1000);
+  expect_rejected(s, "run past the end of the data section");
+}
+
+TEST_CASE("inspect rejects a header length past the end of the file", "[inspect]") {
+  Scratch s("dense_tied");
+  std::string bytes = read_text(s.dir / single);
+  const std::uint64_t n = bytes.size() + 100;
+  for (int i = 0; i < 8; ++i) bytes[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  write_text(s.dir / single, bytes);
+  expect_rejected(s, "runs past the end of the file");
+}
+
+TEST_CASE("inspect rejects a header that is not JSON", "[inspect]") {
+  Scratch s("dense_tied");
+  std::string bytes = read_text(s.dir / single);
+  bytes.replace(8, 8, "garbage!");
+  write_text(s.dir / single, bytes);
+  expect_rejected(s, "not valid JSON");
+}
+
+TEST_CASE("inspect rejects an empty safetensors file", "[inspect]") {
+  Scratch s("dense_tied");
+  fs::resize_file(s.dir / single, 0);
+  expect_rejected(s, "empty file");
+}
+
+TEST_CASE("inspect rejects an unknown dtype", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_header(s.dir / single, [](ordered_json& h) { h["model.norm.weight"]["dtype"] = "BF17"; });
+  expect_rejected(s, "unknown dtype \"BF17\"");
+}
+
+TEST_CASE("inspect rejects a shape that disagrees with the byte span", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_header(s.dir / single, [](ordered_json& h) { h["model.norm.weight"]["shape"] = {127}; });
+  expect_rejected(s, "shape [127] of BF16 needs 254 bytes");
+}
+
+TEST_CASE("inspect rejects overlapping data offsets", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_header(s.dir / single, [](ordered_json& h) {
+    // Move the tensor that starts latest 2 bytes back, into its predecessor.
+    std::string last;
+    std::uint64_t latest = 0;
+    for (auto& [name, v] : h.items())
+      if (name != "__metadata__" && v["data_offsets"][0].get<std::uint64_t>() >= latest) {
+        latest = v["data_offsets"][0].get<std::uint64_t>();
+        last = name;
+      }
+    auto& offsets = h[last]["data_offsets"];
+    offsets = {offsets[0].get<std::uint64_t>() - 2, offsets[1].get<std::uint64_t>() - 2};
+  });
+  expect_rejected(s, "overlap tensor");
+}
+
+TEST_CASE("inspect rejects data offsets past the end of the file", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_header(s.dir / single, [](ordered_json& h) {
+    auto& offsets = h["model.norm.weight"]["data_offsets"];
+    offsets = {offsets[0].get<std::uint64_t>() + 1000000, offsets[1].get<std::uint64_t>() + 1000000};
+  });
+  expect_rejected(s, "run past the end of the data section");
+}
+
+TEST_CASE("inspect rejects a missing tensor", "[inspect]") {
+  Scratch s("dense_untied");
+  edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+    std::erase_if(t, [](const OwnedTensor& x) { return x.name == "model.layers.1.mlp.down_proj.weight"; });
+  });
+  expect_rejected(s, "missing tensor 'model.layers.1.mlp.down_proj.weight' (expected F32 [128, 192]");
+}
+
+TEST_CASE("inspect rejects a mis-shaped tensor", "[inspect]") {
+  Scratch s("moe");
+  edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+    for (auto& x : t)
+      if (x.name == "model.layers.0.self_attn.q_norm.weight") x.shape = {2, 64};
+  });
+  expect_rejected(s, "tensor 'model.layers.0.self_attn.q_norm.weight'");
+  expect_rejected(s, "has shape [2, 64], expected [128]");
+}
+
+TEST_CASE("inspect rejects a tensor of the wrong dtype", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+    for (auto& x : t)
+      if (x.name == "model.norm.weight") x.dtype = qwen::DType::F16;
+  });
+  expect_rejected(s, "has dtype F16, expected BF16");
+}
+
+TEST_CASE("inspect rejects an unexpected extra tensor", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+    t.push_back({"model.layers.0.mlp.bias", qwen::DType::BF16, {4}, std::vector<std::byte>(8)});
+  });
+  expect_rejected(s, "unexpected tensor not used by Qwen3<Dense, TinyDenseTied, bf16>: 'model.layers.0.mlp.bias'");
+}
+
+TEST_CASE("inspect rejects an FP8 weight whose block scales are missing or mis-shaped", "[inspect]") {
+  {
+    Scratch s("fp8");
+    edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+      std::erase_if(t, [](const OwnedTensor& x) { return x.name == "model.layers.0.mlp.up_proj.weight_scale_inv"; });
+    });
+    expect_rejected(s, "tensor 'model.layers.0.mlp.up_proj.weight'");
+    expect_rejected(s, "has dtype F8_E4M3, expected BF16");
+  }
+  {
+    Scratch s("fp8");
+    edit_tensors(s.dir / single, [](std::vector<OwnedTensor>& t) {
+      for (auto& x : t)
+        if (x.name == "model.layers.0.mlp.up_proj.weight_scale_inv") {
+          x.shape = {1, 1};
+          x.bytes.resize(2);
+        }
+    });
+    expect_rejected(s, "has shape [1, 1], expected [2, 1]");
+  }
+}
+
+TEST_CASE("inspect rejects a config.json field that disagrees with every compiled type", "[inspect]") {
+  Scratch s("dense_tied");
+  edit_config(s.dir, [](nlohmann::json& c) { c["num_attention_heads"] = 4; });
+  expect_rejected(s, "field 'num_attention_heads' is 4, expected 2");
+}
+
+TEST_CASE("inspect rejects a config.json that disagrees with the tensors", "[inspect]") {
+  // tie_word_embeddings flipped: the config now matches TinyDense, whose lm_head.weight is missing.
+  Scratch s("dense_tied");
+  edit_config(s.dir, [](nlohmann::json& c) { c["tie_word_embeddings"] = false; });
+  expect_rejected(s, "missing tensor 'lm_head.weight'");
+}
+
+TEST_CASE("inspect rejects a config.json with a missing field", "[inspect]") {
+  Scratch s("moe");
+  edit_config(s.dir, [](nlohmann::json& c) { c.erase("hidden_size"); });
+  expect_rejected(s, "config.json: required field 'hidden_size' is missing");
+}
+
+TEST_CASE("inspect rejects a config.json that is not JSON, or absent", "[inspect]") {
+  {
+    Scratch s("dense_tied");
+    write_text(s.dir / "config.json", "{\"model_type\": \"qwen3\",");
+    expect_rejected(s, "config.json: not valid JSON");
+  }
+  {
+    Scratch s("dense_tied");
+    fs::remove(s.dir / "config.json");
+    expect_rejected(s, "config.json: file not found");
+  }
+}
+
+TEST_CASE("inspect rejects a sharded checkpoint with a missing shard", "[inspect]") {
+  Scratch s("sharded");
+  std::vector<fs::path> shards;
+  for (const auto& e : fs::directory_iterator(s.dir))
+    if (e.path().extension() == ".safetensors") shards.push_back(e.path());
+  REQUIRE(shards.size() == 2);
+  std::sort(shards.begin(), shards.end());
+  fs::remove(shards[1]);
+  expect_rejected(s, "missing shard \"" + shards[1].filename().string() + "\"");
+}
+
+TEST_CASE("inspect rejects an index whose weight_map disagrees with the shards", "[inspect]") {
+  Scratch s("sharded");
+  nlohmann::json index = nlohmann::json::parse(read_text(s.dir / "model.safetensors.index.json"));
+  std::string first_shard = index["weight_map"].begin().value();
+  index["weight_map"]["model.layers.9.mlp.up_proj.weight"] = first_shard;
+  write_text(s.dir / "model.safetensors.index.json", index.dump());
+  expect_rejected(s, "weight_map puts tensor \"model.layers.9.mlp.up_proj.weight\" in shard");
+}
+
+TEST_CASE("inspect rejects a directory with no weights, and a path that is no directory", "[inspect]") {
+  {
+    Scratch s("dense_tied");
+    fs::remove(s.dir / single);
+    expect_rejected(s, "neither model.safetensors nor model.safetensors.index.json found");
+  }
+  const Result r = run_inspect(golden / "no-such-checkpoint");
+  REQUIRE(r.exited);
+  CHECK(r.status == 1);
+  CHECK(r.err.find("no-such-checkpoint: not a directory") != std::string::npos);
+}
