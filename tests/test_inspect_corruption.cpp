@@ -19,12 +19,12 @@
 #include <qwen/io/safetensors.hpp>
 #include <qwen/io/safetensors_writer.hpp>
 
+#include "golden_fixtures.hpp"
+
 namespace fs = std::filesystem;
 using ordered_json = nlohmann::ordered_json;
 
 namespace {
-
-const fs::path golden = fs::path(QWEN_GOLDEN_DIR) / "checkpoints";
 
 struct Result {
   bool exited = false;  // false: killed by a signal (a crash)
@@ -66,7 +66,7 @@ struct Scratch {
     static int counter = 0;
     dir = fs::temp_directory_path() / ("qwen-inspect-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
     fs::remove_all(dir);
-    fs::copy(golden / fixture, dir, fs::copy_options::recursive);
+    fs::copy(qwen::testing::golden_checkpoint(fixture), dir, fs::copy_options::recursive);
   }
   ~Scratch() { fs::remove_all(dir); }
   Scratch(const Scratch&) = delete;
@@ -141,17 +141,13 @@ const char* const single = "model.safetensors";
 }  // namespace
 
 TEST_CASE("inspect accepts every golden checkpoint", "[inspect]") {
-  const std::pair<const char*, const char*> fixtures[] = {
-      {"dense_tied", "Qwen3<Dense, TinyDenseTied, bf16>"}, {"dense_untied", "Qwen3<Dense, TinyDense, fp32>"},
-      {"moe", "Qwen3<MoE, TinyMoE, bf16>"},                {"yarn", "Qwen3<Dense, TinyDenseTied, bf16>"},
-      {"fp8", "Qwen3<Dense, TinyDense, fp8>"},             {"sharded", "Qwen3<Dense, TinyDense, bf16>"}};
-  for (const auto& [name, type] : fixtures) {
+  for (const auto& [name, type] : qwen::testing::golden_fixtures) {
     INFO("fixture " << name);
-    const Result r = run_inspect(golden / name);
+    const Result r = run_inspect(qwen::testing::golden_checkpoint(name));
     INFO("stderr: " << r.err);
     REQUIRE(r.exited);
     CHECK(r.status == 0);
-    CHECK(r.out.find(std::string("type:        ") + type + "\n") != std::string::npos);
+    CHECK(r.out.find("type:        " + std::string(type) + "\n") != std::string::npos);
     CHECK(r.out.find("status:      OK") != std::string::npos);
   }
 }
@@ -338,7 +334,7 @@ TEST_CASE("inspect rejects a directory with no weights, and a path that is no di
     fs::remove(s.dir / single);
     expect_rejected(s, "neither model.safetensors nor model.safetensors.index.json found");
   }
-  const Result r = run_inspect(golden / "no-such-checkpoint");
+  const Result r = run_inspect(qwen::testing::golden_checkpoint("no-such-checkpoint"));
   REQUIRE(r.exited);
   CHECK(r.status == 1);
   CHECK(r.err.find("no-such-checkpoint: not a directory") != std::string::npos);

@@ -15,6 +15,8 @@
 #include <qwen/model/registry.hpp>
 #include <qwen/model/weights.hpp>
 
+#include "golden_fixtures.hpp"
+
 using namespace qwen;
 namespace fs = std::filesystem;
 
@@ -207,14 +209,9 @@ TEST_CASE("weights: missing, mis-shaped, mistyped and unexpected tensors are nam
 }
 
 TEST_CASE("weights: every golden checkpoint loads as its type", "[weights]") {
-  const fs::path root = fs::path(QWEN_GOLDEN_DIR) / "checkpoints";
-  const std::pair<const char*, const char*> expected[] = {
-      {"dense_tied", "Qwen3<Dense, TinyDenseTied, bf16>"}, {"dense_untied", "Qwen3<Dense, TinyDense, fp32>"},
-      {"moe", "Qwen3<MoE, TinyMoE, bf16>"},                {"yarn", "Qwen3<Dense, TinyDenseTied, bf16>"},
-      {"fp8", "Qwen3<Dense, TinyDense, fp8>"},             {"sharded", "Qwen3<Dense, TinyDense, bf16>"}};
-  for (const auto& [name, type] : expected) {
+  for (const auto& [name, type] : testing::golden_fixtures) {
     INFO("fixture " << name);
-    const fs::path dir = root / name;
+    const fs::path dir = testing::golden_checkpoint(name);
     REQUIRE(fs::exists(dir / "config.json"));
     const io::ModelConfig config = io::read_model_config(dir);
     const std::string loaded = dispatch_model<TestModels>(config, [&]<class Model>() {
@@ -225,7 +222,7 @@ TEST_CASE("weights: every golden checkpoint loads as its type", "[weights]") {
       return Model::name();
     });
     CHECK(loaded == type);
-    if (std::string(name) == "yarn") CHECK(config.yarn.has_value());
-    if (std::string(name) == "sharded") CHECK(io::Checkpoint::open(dir).files().size() == 2);
+    if (name == "yarn") CHECK(config.yarn.has_value());
+    if (name == "sharded") CHECK(io::Checkpoint::open(dir).files().size() == 2);
   }
 }

@@ -53,9 +53,7 @@ struct GenerationConfig {
 
 // Reads DIR/generation_config.json; nullopt when the checkpoint has none.
 [[nodiscard]] inline std::optional<GenerationConfig> read_generation_config(const std::filesystem::path& dir) {
-  const std::filesystem::path file = dir / "generation_config.json";
-  if (!std::filesystem::exists(file)) return std::nullopt;
-  return parse_generation_config(read_json_file(file), file.string());
+  return read_optional_json_file(dir / "generation_config.json", parse_generation_config);
 }
 
 }  // namespace qwen::io

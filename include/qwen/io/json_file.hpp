@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -32,6 +33,14 @@ using json = nlohmann::json;
   } catch (const json::parse_error& e) {
     throw_error<FormatError>(path.string(), ": not valid JSON (", e.what(), ")");
   }
+}
+
+// Reads and parses an optional file with parse(json, file name); nullopt when the file is absent.
+template <class Parse>
+[[nodiscard]] auto read_optional_json_file(const std::filesystem::path& path, Parse parse)
+    -> std::optional<decltype(parse(std::declval<const json&>(), std::string()))> {
+  if (!std::filesystem::exists(path)) return std::nullopt;
+  return parse(read_json_file(path), path.string());
 }
 
 // A JSON object read field by field; every error names the file and the field.

@@ -83,9 +83,7 @@ inline std::optional<std::string> token_text(const JsonObject& cfg, const char* 
 
 // Reads DIR/tokenizer_config.json; nullopt when the checkpoint has none.
 [[nodiscard]] inline std::optional<TokenizerConfig> read_tokenizer_config(const std::filesystem::path& dir) {
-  const std::filesystem::path file = dir / "tokenizer_config.json";
-  if (!std::filesystem::exists(file)) return std::nullopt;
-  return parse_tokenizer_config(read_json_file(file), file.string());
+  return read_optional_json_file(dir / "tokenizer_config.json", parse_tokenizer_config);
 }
 
 }  // namespace qwen::io

@@ -131,9 +131,16 @@ class TensorBinder {
       throw_error<WeightError>("tensor '", name, "' in ", file_of(name), " has dtype ", dtype_name(info.dtype), ", expected ",
                                dtype_name(dtype), " for ", model_name_);
   }
+  // Kernels read elements through typed pointers, so a view must be aligned to its element
+  // size. Files written by the reference library always are (it orders tensors by dtype size).
   TensorView take(const std::string& name) {
     used_.insert(name);
-    return checkpoint_.view(name);
+    TensorView view = checkpoint_.view(name);
+    const std::size_t element = dtype_size(view.dtype);
+    if (reinterpret_cast<std::uintptr_t>(view.data) % element != 0)
+      throw_error<WeightError>("tensor '", name, "' in ", file_of(name), " starts at a byte offset that is not a multiple of its ",
+                               element, "-byte element size");
+    return view;
   }
   [[nodiscard]] std::string file_of(const std::string& name) const { return checkpoint_.file_of(name).string(); }
 
