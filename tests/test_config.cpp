@@ -4,6 +4,9 @@
 // fixtures in tests/golden were written with.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -269,4 +272,20 @@ TEST_CASE("config: tokenizer_config.json of the real Qwen3 tokenizer", "[config]
       json::parse(R"({"chat_template": [{"name": "default", "template": "A"}, {"name": "tool_use", "template": "B"}]})"), "t");
   CHECK(named.chat_template == "A");
   CHECK(named.named_chat_templates.at("tool_use") == "B");
+}
+
+TEST_CASE("config: config.json that is missing, a directory or a FIFO is an error, never a hang", "[config]") {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("qwen-test-config-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  CHECK_THROWS_WITH(io::read_model_config(dir), Catch::Contains("config.json: file not found"));
+  std::filesystem::create_directory(dir / "config.json");
+  CHECK_THROWS_WITH(io::read_json_file(dir / "config.json"), Catch::Contains("config.json: not a regular file"));
+  std::filesystem::remove(dir / "config.json");
+  REQUIRE(::mkfifo((dir / "config.json").c_str(), 0600) == 0);
+  CHECK_THROWS_AS(io::read_model_config(dir), IoError);
+  REQUIRE(::mkfifo((dir / "generation_config.json").c_str(), 0600) == 0);
+  CHECK_THROWS_WITH(io::read_generation_config(dir), Catch::Contains("generation_config.json: not a regular file"));
+  std::filesystem::remove_all(dir);
 }

@@ -23,6 +23,12 @@ using json = nlohmann::json;
 
 // Reads and parses a whole JSON file. IoError when it cannot be read, FormatError when it is not JSON.
 [[nodiscard]] inline json read_json_file(const std::filesystem::path& path) {
+  // Only regular files: a FIFO would block the read forever, a directory reads as garbage.
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    if (!std::filesystem::exists(path, ec)) throw_error<IoError>(path.string(), ": file not found");
+    throw_error<IoError>(path.string(), ": not a regular file");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw_error<IoError>(path.string(), ": cannot open for reading");
   std::ostringstream text;

@@ -193,7 +193,6 @@ inline void read_quantization(const JsonObject& cfg, ModelConfig& out) {
 // Reads DIR/config.json (or a config.json path).
 [[nodiscard]] inline ModelConfig read_model_config(const std::filesystem::path& path) {
   const std::filesystem::path file = std::filesystem::is_directory(path) ? path / "config.json" : path;
-  if (!std::filesystem::exists(file)) throw_error<IoError>(file.string(), ": file not found");
   return parse_model_config(read_json_file(file), file.string());
 }
 
