@@ -1,9 +1,11 @@
-// The golden checkpoints in tests/golden/checkpoints and the model type each must load as
-// (what tests/golden/make_golden.py wrote them to be).
+// The golden checkpoints in tests/golden/checkpoints and the model type each must load as.
+// The fields arch .. weight_block_size mirror the "expect" object that tests/golden/make_golden.py
+// records in reference/<name>.json; test_weights.cpp checks that they agree, key for key.
 #pragma once
 
 #include <array>
 #include <filesystem>
+#include <string>
 #include <string_view>
 
 namespace qwen::testing {
@@ -11,19 +13,32 @@ namespace qwen::testing {
 struct GoldenFixture {
   std::string_view name;  // directory under tests/golden/checkpoints
   std::string_view type;  // Model::name() of the type it matches
+  // "expect" in reference/<name>.json:
+  std::string_view arch;   // "Dense" or "MoE"
+  std::string_view shape;  // the shape's dimensions: "TinyDense" (TinyDenseTied when tied) or "TinyMoE"
+  std::string_view dtype;  // "bf16", "fp32" or "fp8"
+  bool tie = false;
+  bool sharded = false;
+  double yarn_factor = 0;                   // rope_scaling.factor; 0 when there is no rope_scaling
+  int yarn_original_max_position_embeddings = 0;
+  int weight_block_size = 0;                // FP8 block edge (weight_block_size [n, n]); 0 when not FP8
 };
 
 inline constexpr std::array<GoldenFixture, 6> golden_fixtures = {{
-    {"dense_tied", "Qwen3<Dense, TinyDenseTied, bf16>"},
-    {"dense_untied", "Qwen3<Dense, TinyDense, fp32>"},
-    {"moe", "Qwen3<MoE, TinyMoE, bf16>"},
-    {"yarn", "Qwen3<Dense, TinyDenseTied, bf16>"},
-    {"fp8", "Qwen3<Dense, TinyDense, fp8>"},
-    {"sharded", "Qwen3<Dense, TinyDense, bf16>"},
+    {"dense_tied", "Qwen3<Dense, TinyDenseTied, bf16>", "Dense", "TinyDense", "bf16", true},
+    {"dense_untied", "Qwen3<Dense, TinyDense, fp32>", "Dense", "TinyDense", "fp32", false},
+    {"moe", "Qwen3<MoE, TinyMoE, bf16>", "MoE", "TinyMoE", "bf16", false},
+    {"yarn", "Qwen3<Dense, TinyDenseTied, bf16>", "Dense", "TinyDense", "bf16", true, false, 4.0, 128},
+    {"fp8", "Qwen3<Dense, TinyDense, fp8>", "Dense", "TinyDense", "fp8", false, false, 0, 0, 128},
+    {"sharded", "Qwen3<Dense, TinyDense, bf16>", "Dense", "TinyDense", "bf16", false, true},
 }};
 
 inline std::filesystem::path golden_checkpoint(std::string_view name) {
   return std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / name;
+}
+
+inline std::filesystem::path golden_reference(std::string_view name) {
+  return std::filesystem::path(QWEN_GOLDEN_DIR) / "reference" / (std::string(name) + ".json");
 }
 
 }  // namespace qwen::testing

@@ -1,5 +1,5 @@
-// safetensors reading, writing and checkpoint directories: round trips on random data, zero-copy
-// views, and every validation error produced from hand-crafted bytes.
+// safetensors reading and writing: round trips on random data, zero-copy views, and every
+// validation error produced from hand-crafted bytes. Checkpoint directories: test_checkpoint.cpp.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,10 +22,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "qwen/io/checkpoint.hpp"
 #include "qwen/io/mapped_file.hpp"
 #include "qwen/io/safetensors.hpp"
 #include "qwen/io/safetensors_writer.hpp"
+#include "scratch_dir.hpp"
 
 namespace fs = std::filesystem;
 using namespace qwen;
@@ -33,21 +33,6 @@ using namespace qwen::io;
 using nlohmann::json;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed with everything in it.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string pattern = (fs::temp_directory_path() / "qwen-st-XXXXXX").string();
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 std::mt19937_64& rng() {
   static std::mt19937_64 engine = [] {
@@ -76,11 +61,7 @@ void write_raw(const fs::path& path, const std::string& header, std::size_t data
   REQUIRE(out.good());
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary);
-  out << text;
-  REQUIRE(out.good());
-}
+void write_text(const fs::path& path, const std::string& text) { qwen::testing::write_file(path, text); }
 
 // One header entry as JSON text.
 std::string entry(const std::string& dtype, const std::string& shape, std::uint64_t begin, std::uint64_t end) {
@@ -128,7 +109,7 @@ bool same_bytes(const TensorView& a, const TensorView& b) {
 }  // namespace
 
 TEST_CASE("safetensors: write then read round trip over every dtype", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   Tensors t;
   t.storage.reserve(16);  // views point into storage: no reallocation
   t.add("a.bf16", DType::BF16, {3, 5});
@@ -176,7 +157,7 @@ TEST_CASE("safetensors: write then read round trip over every dtype", "[safetens
 }
 
 TEST_CASE("safetensors: written header follows the reference layout", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   Tensors t;
   t.storage.reserve(2);
   t.add("w", DType::F32, {3});  // 12 bytes
@@ -200,7 +181,7 @@ TEST_CASE("safetensors: written header follows the reference layout", "[safetens
 }
 
 TEST_CASE("safetensors: writer rejects bad tensors and leaves no file", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   const auto target = dir / "x.safetensors";
   std::vector<float> data(12, 1.5f);
   auto rejects = [&](std::vector<NamedTensor> tensors, const std::string& word) {
@@ -214,11 +195,11 @@ TEST_CASE("safetensors: writer rejects bad tensors and leaves no file", "[safete
   rejects({{"n", TensorView(data.data(), DType::F32, {-2, 3})}}, "negative dimension");
   rejects({{"bad\xff", TensorView(data.data(), DType::F32, {2})}}, "UTF-8");
   rejects({{"huge", TensorView(data.data(), DType::F32, {std::int64_t{1} << 40, std::int64_t{1} << 40}, {1, 1})}}, "too large");
-  CHECK(fs::is_empty(dir.path));
+  CHECK(fs::is_empty(dir.path()));
 }
 
 TEST_CASE("safetensors: a failed write keeps the old file and leaves no temporary", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   std::vector<float> data{1, 2, 3};
   const std::vector<NamedTensor> tensors{{"w", TensorView(data.data(), DType::F32, {3})}};
 
@@ -226,7 +207,7 @@ TEST_CASE("safetensors: a failed write keeps the old file and leaves no temporar
   fs::create_directory(dir / "taken");
   const std::string msg = message_of<IoError>([&] { write_safetensors(dir / "taken", tensors); });
   CHECK_THAT(msg, Catch::Contains("taken") && Catch::Contains("rename"));
-  CHECK(std::distance(fs::directory_iterator(dir.path), fs::directory_iterator()) == 1);
+  CHECK(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()) == 1);
 
   // Missing parent directory.
   CHECK_THROWS_AS(write_safetensors(dir / "no/such/dir/x.safetensors", tensors), IoError);
@@ -239,7 +220,7 @@ TEST_CASE("safetensors: a failed write keeps the old file and leaves no temporar
 }
 
 TEST_CASE("safetensors: accepted edge cases", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   const auto p = dir / "x.safetensors";
   SECTION("no tensors, no data") {
     write_raw(p, "{}      ");
@@ -257,7 +238,7 @@ TEST_CASE("safetensors: accepted edge cases", "[safetensors]") {
 }
 
 TEST_CASE("safetensors: every malformed file is a FormatError naming the problem", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   const auto p = dir / "bad.safetensors";
   const std::string f32x4 = entry("F32", "[4]", 0, 16);
 
@@ -283,7 +264,20 @@ TEST_CASE("safetensors: every malformed file is a FormatError naming the problem
   }
   SECTION("header is not UTF-8") {
     write_raw(p, "{\"a\xC0\x80\":1}");  // overlong encoding of NUL
-    require_format_error(p, {"not valid UTF-8", "byte 3"});
+    require_format_error(p, {"header: not valid UTF-8 (byte 3 of the header)"});
+  }
+  SECTION("NUL byte in the header, also after the JSON value") {
+    // nlohmann's parser stops at a NUL: `{...}\0garbage` would pass. The reference rejects it.
+    write_raw(p, std::string("{}\0garbage", 10));
+    require_format_error(p, {"header: NUL byte at offset 2 of the header"});
+    write_raw(p, std::string("{\"__metadata__\":{\"a\":\"b\"}}\0\0\0\0\0", 31));
+    require_format_error(p, {"NUL byte at offset 26 of the header"});
+    write_raw(p, std::string("{\"a\0\":1}", 8));
+    require_format_error(p, {"NUL byte at offset 3"});
+  }
+  SECTION("a number beyond double") {
+    write_raw(p, R"({"__metadata__":null,"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"x":1e999}})", 1);
+    require_format_error(p, {"not valid JSON", "1e999"});
   }
   SECTION("header is not JSON") {
     write_raw(p, "{not json}");
@@ -396,13 +390,13 @@ TEST_CASE("safetensors: every malformed file is a FormatError naming the problem
 }
 
 TEST_CASE("safetensors: MappedFile maps regular files only", "[safetensors]") {
-  TempDir dir;
+  const qwen::testing::ScratchDir dir("safetensors");
   SECTION("missing file names path and reason") {
     const std::string msg = message_of<IoError>([&] { (void)MappedFile::open(dir / "nope.bin"); });
     CHECK_THAT(msg, Catch::Contains("nope.bin") && Catch::Contains("No such file"));
   }
   SECTION("directory") {
-    CHECK_THAT(message_of<IoError>([&] { (void)MappedFile::open(dir.path); }), Catch::Contains("not a regular file"));
+    CHECK_THAT(message_of<IoError>([&] { (void)MappedFile::open(dir.path()); }), Catch::Contains("not a regular file"));
   }
   SECTION("a FIFO is rejected without waiting for a writer") {
     REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
@@ -428,196 +422,3 @@ TEST_CASE("safetensors: MappedFile maps regular files only", "[safetensors]") {
   }
 }
 
-namespace {
-
-// A small model-shaped tensor set.
-Tensors model_tensors() {
-  Tensors t;
-  t.storage.reserve(8);
-  t.add("model.embed_tokens.weight", DType::BF16, {32, 8});
-  t.add("model.layers.0.input_layernorm.weight", DType::BF16, {8});
-  t.add("model.layers.0.self_attn.q_proj.weight", DType::BF16, {16, 8});
-  t.add("model.layers.0.mlp.down_proj.weight", DType::F32, {8, 24});
-  t.add("model.layers.0.mlp.down_proj.weight_scale_inv", DType::F32, {1, 1});
-  t.add("model.norm.weight", DType::BF16, {8});
-  return t;
-}
-
-void check_checkpoint_matches(const Checkpoint& ckpt, const Tensors& t) {
-  REQUIRE(ckpt.tensor_count() == t.named.size());
-  std::vector<std::string> expected;
-  std::uint64_t total = 0;
-  for (const auto& [name, view] : t.named) {
-    INFO(name);
-    expected.push_back(name);
-    total += view.nbytes();
-    REQUIRE(ckpt.contains(name));
-    CHECK(ckpt.info(name).shape == view.shape);
-    CHECK(same_bytes(ckpt.view(name), view));
-  }
-  std::sort(expected.begin(), expected.end());
-  CHECK(ckpt.tensor_names() == expected);
-  CHECK(ckpt.total_bytes() == total);
-  CHECK_FALSE(ckpt.contains("lm_head.weight"));
-  const std::string msg = message_of<WeightError>([&] { (void)ckpt.view("lm_head.weight"); });
-  CHECK_THAT(msg, Catch::Contains("lm_head.weight") && Catch::Contains(ckpt.dir().string()));
-}
-
-}  // namespace
-
-TEST_CASE("safetensors: checkpoint round trip, single file and sharded", "[safetensors]") {
-  TempDir dir;
-  const Tensors t = model_tensors();
-
-  SECTION("single file") {
-    write_safetensors(dir / "model.safetensors", t.named);
-    const auto ckpt = Checkpoint::open(dir.path);
-    CHECK_FALSE(ckpt.is_sharded());
-    CHECK(ckpt.files() == std::vector<fs::path>{dir / "model.safetensors"});
-    check_checkpoint_matches(ckpt, t);
-  }
-  SECTION("sharded, and the index wins over a stray single file") {
-    // Bytes in order: 512, 16, 256, 768, 4, 16 -> shards 512+16+256 | 768 | 4+16.
-    const auto shards = write_sharded_safetensors(dir.path, t.named, 784, {{"format", "pt"}});
-    REQUIRE(shards.size() == 3);
-    CHECK(shards[0].filename() == "model-00001-of-00003.safetensors");
-    const json index = json::parse(std::ifstream(dir / "model.safetensors.index.json"));
-    CHECK(index["weight_map"]["model.norm.weight"] == "model-00003-of-00003.safetensors");
-
-    std::vector<float> other{1, 2};
-    const std::vector<NamedTensor> stray{{"stray", TensorView(other.data(), DType::F32, {2})}};
-    write_safetensors(dir / "model.safetensors", stray);
-
-    auto ckpt = Checkpoint::open(dir.path);
-    CHECK(ckpt.is_sharded());
-    CHECK(ckpt.files() == shards);
-    CHECK(index["metadata"]["total_size"] == ckpt.total_bytes());
-    CHECK(ckpt.file_of("model.embed_tokens.weight") == shards[0]);
-    CHECK(ckpt.file_of("model.norm.weight") == shards[2]);
-    CHECK(ckpt.safetensors_files()[1].metadata().at("format") == "pt");
-    check_checkpoint_matches(ckpt, t);
-    const Checkpoint moved = std::move(ckpt);  // views stay valid across a move
-    check_checkpoint_matches(moved, t);
-  }
-}
-
-TEST_CASE("safetensors: every broken checkpoint directory is reported", "[safetensors]") {
-  TempDir dir;
-  const Tensors t = model_tensors();
-  const auto index_path = dir / "model.safetensors.index.json";
-  const std::string where = index_path.string();
-  auto format_error = [&](std::initializer_list<std::string> words) {
-    const std::string msg = message_of<FormatError>([&] { (void)Checkpoint::open(dir.path); });
-    INFO("message: " << msg);
-    for (const auto& w : words) CHECK_THAT(msg, Catch::Contains(w));
-  };
-  // Two shards, a.safetensors = {embed, norm}, b.safetensors = the rest.
-  auto write_two_shards = [&](std::map<std::string, std::string> weight_map) {
-    std::vector<NamedTensor> a, b;
-    for (const auto& nt : t.named) (nt.first == "model.embed_tokens.weight" || nt.first == "model.norm.weight" ? a : b).push_back(nt);
-    write_safetensors(dir / "a.safetensors", a);
-    write_safetensors(dir / "b.safetensors", b);
-    if (weight_map.empty())
-      for (const auto& nt : t.named) weight_map[nt.first] = (nt.first == "model.embed_tokens.weight" || nt.first == "model.norm.weight") ? "a.safetensors" : "b.safetensors";
-    write_safetensors_index(dir.path, weight_map, 0);
-    return weight_map;
-  };
-
-  SECTION("directory missing") {
-    const std::string msg = message_of<IoError>([&] { (void)Checkpoint::open(dir / "absent"); });
-    CHECK_THAT(msg, Catch::Contains("absent") && Catch::Contains("does not exist"));
-  }
-  SECTION("not a directory") {
-    write_text(dir / "file", "x");
-    CHECK_THAT(message_of<IoError>([&] { (void)Checkpoint::open(dir / "file"); }), Catch::Contains("not a directory"));
-  }
-  SECTION("neither file present") {
-    const std::string msg = message_of<IoError>([&] { (void)Checkpoint::open(dir.path); });
-    CHECK_THAT(msg, Catch::Contains(dir.path.string()) && Catch::Contains("neither model.safetensors nor"));
-  }
-  SECTION("index is not JSON, not an object, or lacks a proper weight_map") {
-    write_text(index_path, "{\"weight_map\": ");
-    format_error({where, "not valid JSON"});
-    write_text(index_path, "[]");
-    format_error({where, "not a JSON object"});
-    write_text(index_path, R"({"metadata": {}})");
-    format_error({where, "no \"weight_map\""});
-    write_text(index_path, R"({"weight_map": []})");
-    format_error({where, "\"weight_map\" is not an object", "array"});
-    write_text(index_path, R"({"weight_map": {}})");
-    format_error({where, "\"weight_map\" is empty"});
-    write_text(index_path, R"({"weight_map": {"w": 3}})");
-    format_error({where, "tensor \"w\"", "number, not a file name"});
-    write_text(index_path, R"({"weight_map": {"w": "a.safetensors", "w": "b.safetensors"}})");
-    format_error({where, "duplicate key \"w\""});
-  }
-  SECTION("shard path escapes the directory") {
-    for (const char* shard : {"../x.safetensors", "/etc/passwd", "sub/../../x.safetensors", ""}) {
-      write_text(index_path, json{{"weight_map", {{"w", shard}}}}.dump());
-      format_error({where, "escapes the checkpoint directory", std::string("\"") + shard + "\"", "tensor \"w\""});
-    }
-  }
-  SECTION("missing shard") {
-    write_two_shards({});
-    fs::remove(dir / "b.safetensors");
-    const std::string msg = message_of<IoError>([&] { (void)Checkpoint::open(dir.path); });
-    CHECK_THAT(msg, Catch::Contains(where) && Catch::Contains("missing shard \"b.safetensors\""));
-  }
-  SECTION("tensor in weight_map but not in its shard") {
-    auto wm = write_two_shards({});
-    wm["lm_head.weight"] = "a.safetensors";
-    write_safetensors_index(dir.path, wm, 0);
-    format_error({where, "\"lm_head.weight\"", "\"a.safetensors\"", "does not contain it"});
-  }
-  SECTION("weight_map names the wrong shard") {
-    auto wm = write_two_shards({});
-    wm["model.norm.weight"] = "b.safetensors";
-    write_safetensors_index(dir.path, wm, 0);
-    format_error({where, "\"model.norm.weight\"", "in shard \"b.safetensors\"", "it is in shard \"a.safetensors\""});
-  }
-  SECTION("tensor in a shard but absent from weight_map") {
-    auto wm = write_two_shards({});
-    wm.erase("model.norm.weight");
-    write_safetensors_index(dir.path, wm, 0);
-    format_error({where, "\"model.norm.weight\"", "shard \"a.safetensors\"", "absent from weight_map"});
-  }
-  SECTION("same tensor in two shards") {
-    auto wm = write_two_shards({});
-    std::vector<float> extra(8, 0.25f);
-    const std::vector<NamedTensor> c{{"model.norm.weight", TensorView(extra.data(), DType::F32, {8})}};
-    write_safetensors(dir / "c.safetensors", c);
-    wm["model.extra"] = "c.safetensors";  // makes c a listed shard
-    write_safetensors_index(dir.path, wm, 0);
-    format_error({where, "\"model.norm.weight\"", "two shards", "\"a.safetensors\"", "\"c.safetensors\""});
-  }
-  SECTION("a malformed shard names the shard file") {
-    write_two_shards({});
-    write_raw(dir / "b.safetensors", "{}", 5);
-    const std::string msg = message_of<FormatError>([&] { (void)Checkpoint::open(dir.path); });
-    CHECK_THAT(msg, Catch::StartsWith((dir / "b.safetensors").string()) && Catch::Contains("trailing"));
-  }
-  SECTION("a malformed single file") {
-    write_text(dir / "model.safetensors", "");
-    const std::string msg = message_of<FormatError>([&] { (void)Checkpoint::open(dir.path); });
-    CHECK_THAT(msg, Catch::Contains("model.safetensors") && Catch::Contains("empty file"));
-  }
-}
-
-TEST_CASE("safetensors: golden Hugging Face checkpoints open", "[safetensors][golden]") {
-  const fs::path root = fs::path(QWEN_GOLDEN_DIR) / "checkpoints";
-  if (!fs::is_directory(root)) {
-    WARN("skipped: " << root.string() << " does not exist (golden checkpoints not generated)");
-    return;
-  }
-  int opened = 0;
-  for (const auto& d : fs::directory_iterator(root)) {
-    if (!d.is_directory()) continue;
-    INFO(d.path().string());
-    const auto ckpt = Checkpoint::open(d.path());
-    CHECK(ckpt.tensor_count() > 0);
-    REQUIRE(ckpt.contains("model.embed_tokens.weight"));
-    CHECK(ckpt.info("model.embed_tokens.weight").shape == Shape{512, 128});
-    ++opened;
-  }
-  CHECK(opened > 0);
-}

@@ -8,6 +8,8 @@
 #include <iostream>
 #include <string>
 
+#include <qwen/io/checkpoint_config.hpp>
+#include <qwen/io/path_status.hpp>
 #include <qwen/qwen.hpp>
 
 namespace {
@@ -43,7 +45,8 @@ void report(const std::filesystem::path& dir, const qwen::io::ModelConfig& confi
   if (c.yarn)
     std::cout << ", YaRN factor " << c.yarn->factor << " over " << c.yarn->original_max_position_embeddings << " positions";
   std::cout << "\ncontext:     max_position_embeddings " << c.max_position_embeddings << "\n"
-            << "weights:     " << c.dtype.value_or("(dtype not stated)");
+            << "weights:     " << c.dtype.value_or("(dtype not stated)")
+            << (c.dtype_inferred ? " (not in config.json: inferred from model.embed_tokens.weight)" : "");
   if (c.fp8) std::cout << ", FP8 e4m3 in " << c.fp8->block_rows << "x" << c.fp8->block_cols << " blocks";
   std::cout << "\ntensors:     " << loaded.checkpoint.tensor_count() << " in " << loaded.checkpoint.files().size() << " file(s), "
             << loaded.checkpoint.total_bytes() << " bytes (" << mib(loaded.checkpoint.total_bytes()) << ")\n";
@@ -59,12 +62,15 @@ void report(const std::filesystem::path& dir, const qwen::io::ModelConfig& confi
   } else {
     std::cout << "generation:  no generation_config.json\n";
   }
-  if (loaded.tokenizer)
-    std::cout << "tokenizer:   chat template " << loaded.tokenizer->chat_template.size() << " bytes, "
-              << loaded.tokenizer->added_tokens.size() << " added tokens, eos "
-              << loaded.tokenizer->eos_token.value_or("(none)") << "\n";
-  else
+  if (loaded.tokenizer) {
+    const auto& t = *loaded.tokenizer;
+    std::cout << "tokenizer:   chat template " << t.chat_template.size() << " bytes";
+    if (!t.chat_template_source.empty())
+      std::cout << " (from " << t.chat_template_source << ")";
+    std::cout << ", " << t.added_tokens.size() << " added tokens, eos " << t.eos_token.value_or("(none)") << "\n";
+  } else {
     std::cout << "tokenizer:   no tokenizer_config.json\n";
+  }
   std::cout << "status:      OK\n";
 }
 
@@ -81,8 +87,10 @@ int main(int argc, char** argv) {
   }
   const std::filesystem::path dir = argv[1];
   try {
-    if (!std::filesystem::is_directory(dir)) throw qwen::IoError(dir.string() + ": not a directory");
-    const qwen::io::ModelConfig config = qwen::io::read_model_config(dir);
+    if (qwen::io::file_type_at(dir) != std::filesystem::file_type::directory)
+      throw qwen::IoError(dir.string() + ": not a directory");
+    // Takes the dtype from the tensors when config.json states none.
+    const qwen::io::ModelConfig config = qwen::io::read_checkpoint_config(dir);
     qwen::dispatch_model<qwen::ToolModels>(config, [&]<class Model>() { report<Model>(dir, config); });
     return 0;
   } catch (const std::exception& e) {

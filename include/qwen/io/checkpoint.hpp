@@ -1,13 +1,15 @@
 // A checkpoint directory as Hugging Face lays it out: either one `model.safetensors`, or
 // `model.safetensors.index.json` ({"weight_map": {tensor: shard file}, "metadata": {...}}) plus the
-// shard files it names. When both are present the index wins: it is what transformers reads too,
-// and a stray single file beside an index is usually a leftover.
+// shard files it names. When both are present the single file wins, as in transformers (5.23,
+// modeling_utils.py, _get_resolved_checkpoint_files: a local directory's model.safetensors is
+// tried before model.safetensors.index.json), so that qwen binds the weights the reference does.
 //
 // open() maps every file and cross-checks the index against the shards, so later lookups cannot
 // fail on a broken checkpoint. Errors: IoError when something is not on disk (directory, both
-// entry files, a shard named by the index) or cannot be read; FormatError when a file or the index
-// is malformed or the index disagrees with the shards; WeightError when a caller asks for a tensor
-// the checkpoint lacks. Messages name the directory or file, the tensor and the shard involved.
+// entry files, a shard named by the index), is a dangling or looping symbolic link, or cannot be
+// read; FormatError when a file or the index is malformed or the index disagrees with the
+// shards; WeightError when a caller asks for a tensor the checkpoint lacks. Messages start with
+// the directory or file and name the tensor and the shard involved.
 #pragma once
 
 #include <cstddef>
@@ -17,14 +19,14 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "qwen/core/error.hpp"
 #include "qwen/core/tensor.hpp"
-#include "qwen/io/mapped_file.hpp"
+#include "qwen/io/json_file.hpp"
+#include "qwen/io/path_status.hpp"
 #include "qwen/io/safetensors.hpp"
 
 namespace qwen::io {
@@ -32,22 +34,19 @@ namespace qwen::io {
 class Checkpoint {
  public:
   [[nodiscard]] static Checkpoint open(const std::filesystem::path& dir) {
-    std::error_code ec;
-    const auto status = std::filesystem::status(dir, ec);
-    if (status.type() == std::filesystem::file_type::not_found)
-      throw_error<IoError>(dir.string(), ": checkpoint directory does not exist");
-    if (ec) throw_error<IoError>(dir.string(), ": cannot stat checkpoint directory: ", ec.message());
-    if (!std::filesystem::is_directory(status)) throw_error<IoError>(dir.string(), ": not a directory");
+    const std::filesystem::file_type type = file_type_at(dir);
+    if (type == std::filesystem::file_type::not_found) throw_error<IoError>(dir.string(), ": checkpoint directory does not exist");
+    if (type != std::filesystem::file_type::directory) throw_error<IoError>(dir.string(), ": not a directory");
 
     Checkpoint ckpt;
     ckpt.dir_ = dir;
     const auto index = dir / kIndexFileName;
     const auto single = dir / kSingleFileName;
-    if (std::filesystem::exists(index, ec)) {
-      ckpt.open_sharded(index);
-    } else if (std::filesystem::exists(single, ec)) {
+    if (path_exists(single)) {  // first, as in transformers (see the top of this file)
       ckpt.files_.push_back(SafetensorsFile::open(single));
       for (const TensorInfo& t : ckpt.files_[0].tensors()) ckpt.tensors_.emplace(t.name, Entry{0, &t});
+    } else if (path_exists(index)) {
+      ckpt.open_sharded(index);
     } else {
       throw_error<IoError>(dir.string(), ": neither model.safetensors nor model.safetensors.index.json found");
     }
@@ -118,11 +117,7 @@ class Checkpoint {
   void open_sharded(const std::filesystem::path& index_path) {
     sharded_ = true;
     const std::string where = index_path.string();
-    const MappedFile index_file = MappedFile::open(index_path);
-    if (index_file.size() > kMaxHeaderBytes)
-      throw_error<FormatError>(where, ": index is ", index_file.size(), " bytes, above the limit of ", kMaxHeaderBytes);
-    const std::string_view text(reinterpret_cast<const char*>(index_file.data()), index_file.size());
-    const nlohmann::json index = detail::parse_json_strict(text, where);
+    const nlohmann::json index = read_json_file(index_path);
     if (!index.is_object()) throw_error<FormatError>(where, ": index is not a JSON object (got ", index.type_name(), ")");
     const auto wm = index.find("weight_map");
     if (wm == index.end()) throw_error<FormatError>(where, ": no \"weight_map\" object");
@@ -147,8 +142,7 @@ class Checkpoint {
     files_.reserve(shard_names.size());
     for (const std::string& shard : shard_names) {
       const auto path = dir_ / shard;
-      std::error_code ec;
-      if (!std::filesystem::exists(path, ec))
+      if (!path_exists(path))  // a dangling or looping link throws, naming the path
         throw_error<IoError>(where, ": missing shard \"", shard, "\" (", path.string(), " does not exist)");
       file_of_shard.emplace(shard, files_.size());
       files_.push_back(SafetensorsFile::open(path));

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -29,11 +30,11 @@ struct GenerationConfig {
   GenerationConfig c;
   c.do_sample = g.optional_boolean("do_sample").value_or(false);
   c.temperature = g.optional_number("temperature");
-  if (auto k = g.optional_integer("top_k")) c.top_k = static_cast<int>(*k);
+  if (auto k = g.optional_integer("top_k", -1, std::numeric_limits<int>::max())) c.top_k = static_cast<int>(*k);
   c.top_p = g.optional_number("top_p");
   c.min_p = g.optional_number("min_p");
   c.repetition_penalty = g.optional_number("repetition_penalty");
-  c.eos_token_ids = g.integer_list("eos_token_id");
+  c.eos_token_ids = g.integer_list("eos_token_id", 0);
   c.bos_token_id = g.optional_integer("bos_token_id");
   c.pad_token_id = g.optional_integer("pad_token_id");
 
@@ -45,9 +46,6 @@ struct GenerationConfig {
   in_range("top_p", c.top_p, 0.0, 1.0, true);
   in_range("min_p", c.min_p, 0.0, 1.0, false);
   in_range("repetition_penalty", c.repetition_penalty, 0.0, 1e6, true);
-  if (c.top_k && *c.top_k < -1) throw_error<ConfigError>(file, ": field 'top_k' is ", *c.top_k, ", must be >= -1");
-  for (std::int64_t id : c.eos_token_ids)
-    if (id < 0) throw_error<ConfigError>(file, ": field 'eos_token_id' holds a negative id ", id);
   return c;
 }
 

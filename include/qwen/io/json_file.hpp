@@ -1,13 +1,31 @@
 // Reading JSON files and their fields with errors that name the file, the field and the value.
+//
+// Every JSON text the toolkit reads -- config.json, generation_config.json,
+// tokenizer_config.json, the shard index, safetensors headers -- goes through parse_json_strict:
+//   * no NUL byte anywhere (nlohmann's parser stops at one and would accept `{...}\0garbage`;
+//     Python's json and the reference safetensors library reject trailing characters),
+//   * well-formed UTF-8 (RFC 3629) without a byte-order mark (Python's json and serde_json
+//     reject one; nlohmann would skip it),
+//   * objects and arrays nested at most kMaxJsonDepth levels (deeper input is refused while
+//     parsing, so nothing later recurses deeply),
+//   * no duplicate keys in an object (Python keeps the last one silently),
+//   * numbers that fit a double (`1e999` is an error naming the file, not an escaped exception).
+// Files read with read_json_file are at most kMaxJsonFileBytes.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <optional>
-#include <sstream>
+#include <set>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,74 +34,185 @@
 #include <nlohmann/json.hpp>
 
 #include "qwen/core/error.hpp"
+#include "qwen/io/path_status.hpp"
 
 namespace qwen::io {
 
 using json = nlohmann::json;
 
-// Reads and parses a whole JSON file. IoError when it cannot be read, FormatError when it is not JSON.
-[[nodiscard]] inline json read_json_file(const std::filesystem::path& path) {
-  // Only regular files: a FIFO would block the read forever, a directory reads as garbage.
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    if (!std::filesystem::exists(path, ec)) throw_error<IoError>(path.string(), ": file not found");
-    throw_error<IoError>(path.string(), ": not a regular file");
+// A safetensors header needs 3 levels (header object, entry object, shape array) and Qwen3's
+// tokenizer.json about 6; allow slack for unknown fields but refuse pathological nesting.
+inline constexpr int kMaxJsonDepth = 16;
+// Cap on a JSON file read whole into memory. Qwen3's tokenizer.json, the largest one, is 11 MB.
+inline constexpr std::uint64_t kMaxJsonFileBytes = 64ull << 20;
+
+// Offset of the first byte that breaks well-formed UTF-8 (RFC 3629: no overlongs, no surrogates,
+// nothing above U+10FFFF), or npos when the whole string is valid.
+[[nodiscard]] inline std::size_t first_invalid_utf8(std::string_view s) noexcept {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = byte(i);
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+    if (c < 0x80) len = 1;
+    else if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = (c == 0xE0 ? 0xA0 : 0x80), hi = (c == 0xED ? 0x9F : 0xBF);
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = (c == 0xF0 ? 0x90 : 0x80), hi = (c == 0xF4 ? 0x8F : 0xBF);
+    else return i;
+    if (len > s.size() - i) return i;
+    for (std::size_t k = 1; k < len; ++k) {
+      const unsigned char b = byte(i + k);
+      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return i;
+    }
+    i += len;
   }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw_error<IoError>(path.string(), ": cannot open for reading");
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) throw_error<IoError>(path.string(), ": read failed");
+  return std::string_view::npos;
+}
+
+// Parses JSON text with the checks listed at the top of this file. `where` (a file path, perhaps
+// with a part name) starts every FormatError; byte offsets are counted from the start of `text`,
+// which is called `unit` in messages ("file", "header").
+[[nodiscard]] inline json parse_json_strict(std::string_view text, const std::string& where, std::string_view unit = "file") {
+  if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos)
+    throw_error<FormatError>(where, ": NUL byte at offset ", nul, " of the ", unit, " (JSON text cannot contain one)");
+  if (const std::size_t bad = first_invalid_utf8(text); bad != std::string_view::npos)
+    throw_error<FormatError>(where, ": not valid UTF-8 (byte ", bad, " of the ", unit, ")");
+  if (text.starts_with("\xEF\xBB\xBF"))
+    throw_error<FormatError>(where, ": starts with a UTF-8 byte-order mark, which JSON does not allow");
+  std::vector<std::set<std::string>> keys;  // one key set per object being parsed
+  auto check = [&](int depth, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+      case json::parse_event_t::array_start:
+        if (depth >= kMaxJsonDepth) throw_error<FormatError>(where, ": JSON nests deeper than ", kMaxJsonDepth, " levels");
+        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        break;
+      case json::parse_event_t::object_end: keys.pop_back(); break;
+      case json::parse_event_t::key:
+        if (!keys.back().insert(parsed.get<std::string>()).second)
+          throw_error<FormatError>(where, ": duplicate key \"", parsed.get<std::string>(), "\" ",
+                                   depth == 1 ? "in the top-level object" : "in a nested object");
+        break;
+      default: break;
+    }
+    return true;
+  };
   try {
-    return json::parse(text.str());
-  } catch (const json::parse_error& e) {
-    throw_error<FormatError>(path.string(), ": not valid JSON (", e.what(), ")");
+    return json::parse(text.begin(), text.end(), check);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range.406 for 1e999
+    throw_error<FormatError>(where, ": not valid JSON: ", e.what());
   }
 }
 
-// Reads and parses an optional file with parse(json, file name); nullopt when the file is absent.
+// Reads a whole regular file of at most `max_bytes` bytes. IoError when it is absent, not a
+// regular file (a FIFO would block the read forever), or unreadable; FormatError when too large.
+[[nodiscard]] inline std::string read_small_file(const std::filesystem::path& path, std::uint64_t max_bytes) {
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; no effect on regular files.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      (void)file_type_at(path);  // throws for a dangling symbolic link
+      throw_error<IoError>(path.string(), ": file not found");
+    }
+    throw_error<IoError>(path.string(), ": cannot open: ", std::strerror(err));
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) throw_error<IoError>(path.string(), ": cannot stat: ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw_error<IoError>(path.string(), ": not a regular file");
+  const auto too_large = [&](std::uint64_t size) {
+    throw_error<FormatError>(path.string(), ": file is ", size, " bytes, above the limit of ", max_bytes, " bytes (",
+                             max_bytes >> 20, " MiB)");
+  };
+  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) too_large(static_cast<std::uint64_t>(st.st_size));
+  std::string text(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t have = 0;
+  for (;;) {
+    if (have == text.size()) {
+      if (have > max_bytes) too_large(have);  // the file grew while being read
+      text.resize(have + 4096);
+    }
+    const ssize_t n = ::read(fd, text.data() + have, text.size() - have);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_error<IoError>(path.string(), ": read failed: ", std::strerror(errno));
+    }
+    if (n == 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  if (have > max_bytes) too_large(have);
+  text.resize(have);
+  return text;
+}
+
+// Reads and strictly parses a whole JSON file (at most kMaxJsonFileBytes). IoError when it cannot
+// be read, FormatError when it is too large or not JSON; messages start with the path.
+[[nodiscard]] inline json read_json_file(const std::filesystem::path& path) {
+  return parse_json_strict(read_small_file(path, kMaxJsonFileBytes), path.string());
+}
+
+// Reads and parses an optional file with parse(json, file name); nullopt only when nothing exists
+// at the path (a dangling symbolic link or an unreadable directory is an error).
 template <class Parse>
 [[nodiscard]] auto read_optional_json_file(const std::filesystem::path& path, Parse parse)
     -> std::optional<decltype(parse(std::declval<const json&>(), std::string()))> {
-  if (!std::filesystem::exists(path)) return std::nullopt;
+  if (!path_exists(path)) return std::nullopt;
   return parse(read_json_file(path), path.string());
 }
 
+// A short description of a JSON value for messages: the value itself when it is a scalar or a
+// flat array/object of a few scalars, else its type and size. Never recursive.
+[[nodiscard]] inline std::string json_preview(const json& v) {
+  const auto text = [](const json& value) {
+    // `replace`: a value built in code (not parsed) may hold invalid UTF-8; dump must not throw.
+    std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
+    if (s.size() > 80) {
+      std::size_t cut = 77;
+      while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
+      s = s.substr(0, cut) + "...";
+    }
+    return s;
+  };
+  if (!v.is_structured()) return text(v);
+  bool flat = v.size() <= 8;
+  for (auto it = v.begin(); flat && it != v.end(); ++it) flat = !it->is_structured();
+  if (flat) return text(v);
+  return qwen::detail::cat(v.is_array() ? "an array of " : "an object of ", v.size(), v.is_array() ? " elements" : " keys");
+}
+
 // A JSON object read field by field; every error names the file and the field.
-// Fields absent or null are "missing"; a present field of the wrong type is an error, never ignored.
+// Fields absent or null are "missing"; a present field of the wrong type is an error, never
+// ignored. Every integer is range-checked before it is narrowed: nothing wraps or truncates.
 class JsonObject {
  public:
   JsonObject(const json& object, std::string file) : object_(&object), file_(std::move(file)) {
-    if (!object.is_object()) throw_error<ConfigError>(file_, ": expected a JSON object, got ", object.type_name());
+    if (!object.is_object()) throw_error<ConfigError>(file_, ": expected a JSON object, got ", json_preview(object));
   }
 
   [[nodiscard]] const std::string& file() const noexcept { return file_; }
   [[nodiscard]] const json& raw() const noexcept { return *object_; }
-  [[nodiscard]] bool has(std::string_view key) const {
-    auto it = object_->find(key);
-    return it != object_->end() && !it->is_null();
-  }
+  [[nodiscard]] bool has(std::string_view key) const { return find(key) != nullptr; }
+  // The field's value, or nullptr when absent or null.
+  [[nodiscard]] const json* value(std::string_view key) const { return find(key); }
 
-  // Integer field; required unless a default is given.
-  [[nodiscard]] std::int64_t integer(std::string_view key) const { return require(key, optional_integer(key)); }
-  [[nodiscard]] std::optional<std::int64_t> optional_integer(std::string_view key) const {
+  // Integer field in [lo, hi]; required unless optional_. Integral floats (128.0) are accepted.
+  [[nodiscard]] std::optional<std::int64_t> optional_integer(std::string_view key, std::int64_t lo = kMin, std::int64_t hi = kMax) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    if (v->is_number_integer()) return v->get<std::int64_t>();
-    // Some writers store integral values as floats (e.g. 128.0): accept those exactly.
-    if (v->is_number_float()) {
-      double d = v->get<double>();
-      if (std::isfinite(d) && d == std::floor(d) && std::abs(d) < 9.0e15) return static_cast<std::int64_t>(d);
-    }
-    bad_type(key, *v, "an integer");
+    return checked_integer(*v, key, lo, hi);
+  }
+  [[nodiscard]] std::int64_t integer(std::string_view key, std::int64_t lo = kMin, std::int64_t hi = kMax) const {
+    return require(key, optional_integer(key, lo, hi));
   }
   // Positive integer that fits in int (shape fields).
   [[nodiscard]] std::optional<int> optional_positive_int(std::string_view key) const {
-    auto v = optional_integer(key);
-    if (!v) return std::nullopt;
-    if (*v <= 0 || *v > std::numeric_limits<int>::max())
-      throw_error<ConfigError>(file_, ": field '", key, "' must be a positive integer, got ", *v);
-    return static_cast<int>(*v);
+    auto v = optional_integer(key, 1, std::numeric_limits<int>::max());
+    return v ? std::optional<int>(static_cast<int>(*v)) : std::nullopt;
   }
   [[nodiscard]] int positive_int(std::string_view key) const { return require(key, optional_positive_int(key)); }
 
@@ -111,16 +240,31 @@ class JsonObject {
   }
   [[nodiscard]] std::string string(std::string_view key) const { return require(key, optional_string(key)); }
 
-  // An integer or a list of integers (eos_token_id is either), as a list.
-  [[nodiscard]] std::vector<std::int64_t> integer_list(std::string_view key) const {
+  // A list of integers in [lo, hi] (nullopt when absent).
+  [[nodiscard]] std::optional<std::vector<std::int64_t>> optional_integer_array(std::string_view key, std::int64_t lo = kMin,
+                                                                                std::int64_t hi = kMax) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_array()) bad_type(key, *v, "a list of integers");
+    return integers_of(*v, key, lo, hi);
+  }
+  // An integer or a list of integers (eos_token_id is either), as a list; empty when absent.
+  [[nodiscard]] std::vector<std::int64_t> integer_list(std::string_view key, std::int64_t lo = kMin, std::int64_t hi = kMax) const {
     const json* v = find(key);
     if (!v) return {};
-    if (v->is_number_integer()) return {v->get<std::int64_t>()};
-    if (!v->is_array()) bad_type(key, *v, "an integer or a list of integers");
-    std::vector<std::int64_t> out;
+    if (v->is_array()) return integers_of(*v, key, lo, hi);
+    if (!v->is_number()) bad_type(key, *v, "an integer or a list of integers");
+    return {checked_integer(*v, key, lo, hi)};
+  }
+  // A list of strings (nullopt when absent).
+  [[nodiscard]] std::optional<std::vector<std::string>> optional_string_array(std::string_view key) const {
+    const json* v = find(key);
+    if (!v) return std::nullopt;
+    if (!v->is_array()) bad_type(key, *v, "a list of strings");
+    std::vector<std::string> out;
     for (const json& e : *v) {
-      if (!e.is_number_integer()) bad_type(key, *v, "a list of integers");
-      out.push_back(e.get<std::int64_t>());
+      if (!e.is_string()) bad_type(key, *v, "a list of strings");
+      out.push_back(e.get<std::string>());
     }
     return out;
   }
@@ -134,10 +278,13 @@ class JsonObject {
   }
 
   [[noreturn]] void bad_type(std::string_view key, const json& v, std::string_view expected) const {
-    throw_error<ConfigError>(file_, ": field '", key, "' must be ", expected, ", got ", abbreviate(v.dump()));
+    throw_error<ConfigError>(file_, ": field '", key, "' must be ", expected, ", got ", json_preview(v));
   }
 
  private:
+  static constexpr std::int64_t kMin = std::numeric_limits<std::int64_t>::min();
+  static constexpr std::int64_t kMax = std::numeric_limits<std::int64_t>::max();
+
   [[nodiscard]] const json* find(std::string_view key) const {
     auto it = object_->find(key);
     if (it == object_->end() || it->is_null()) return nullptr;
@@ -148,9 +295,41 @@ class JsonObject {
     if (!v) throw_error<ConfigError>(file_, ": required field '", key, "' is missing");
     return *std::move(v);
   }
-  [[nodiscard]] static std::string abbreviate(std::string s) {
-    if (s.size() > 80) s = s.substr(0, 77) + "...";
-    return s;
+
+  // `v` as an integer in [lo, hi]; the message quotes the value as written, never a wrapped one.
+  [[nodiscard]] std::int64_t checked_integer(const json& v, std::string_view key, std::int64_t lo, std::int64_t hi) const {
+    bool in_range = false;
+    std::int64_t out = 0;
+    if (v.is_number_unsigned()) {
+      const auto u = v.get<std::uint64_t>();
+      in_range = u <= static_cast<std::uint64_t>(kMax) && static_cast<std::int64_t>(u) >= lo && static_cast<std::int64_t>(u) <= hi;
+      out = in_range ? static_cast<std::int64_t>(u) : 0;
+    } else if (v.is_number_integer()) {
+      out = v.get<std::int64_t>();
+      in_range = out >= lo && out <= hi;
+    } else if (v.is_number_float()) {
+      // Some writers store integral values as floats (e.g. 128.0): accept those exactly.
+      const double d = v.get<double>();
+      if (!std::isfinite(d) || d != std::floor(d)) bad_type(key, v, "an integer");
+      in_range = std::abs(d) < 9.0e15 && d >= static_cast<double>(lo) && d <= static_cast<double>(hi);
+      out = in_range ? static_cast<std::int64_t>(d) : 0;
+    } else {
+      bad_type(key, v, "an integer");
+    }
+    if (!in_range) {
+      if (lo == kMin && hi == kMax)
+        throw_error<ConfigError>(file_, ": field '", key, "' is ", json_preview(v), ", outside the 64-bit integer range");
+      throw_error<ConfigError>(file_, ": field '", key, "' must be an integer in [", lo, ", ", hi, "], got ", json_preview(v));
+    }
+    return out;
+  }
+  [[nodiscard]] std::vector<std::int64_t> integers_of(const json& array, std::string_view key, std::int64_t lo, std::int64_t hi) const {
+    std::vector<std::int64_t> out;
+    for (std::size_t i = 0; i < array.size(); ++i) {
+      if (!array[i].is_number()) bad_type(key, array, "a list of integers");
+      out.push_back(checked_integer(array[i], qwen::detail::cat(key, "[", i, "]"), lo, hi));
+    }
+    return out;
   }
 
   const json* object_;

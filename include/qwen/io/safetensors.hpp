@@ -8,10 +8,11 @@
 // What open() accepts mirrors the reference (Rust) implementation: the header is at most 100 MB,
 // every tensor's byte span matches its shape and dtype, and the spans tile the data section
 // exactly -- no overlaps, no holes, no trailing bytes (the reference's "MetadataIncompleteBuffer").
-// It is stricter in two places: duplicate JSON keys are rejected (the reference keeps the last
-// one silently), and objects/arrays may nest at most kMaxJsonDepth levels. Like the reference, a
-// `"__metadata__": null` is taken as no metadata. Every failure is a FormatError whose message
-// starts with the file path.
+// The header goes through parse_json_strict (io/json_file.hpp), which is stricter than the
+// reference in two places: duplicate JSON keys are rejected (the reference keeps the last one
+// silently), and objects/arrays may nest at most kMaxJsonDepth levels. Like the reference, a NUL
+// byte or anything else after the JSON value is rejected, and `"__metadata__": null` is taken as
+// no metadata. Every failure is a FormatError whose message starts with the file path.
 #pragma once
 
 #include <algorithm>
@@ -21,7 +22,6 @@
 #include <limits>
 #include <map>
 #include <optional>
-#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -34,15 +34,13 @@
 #include "qwen/core/dtype.hpp"
 #include "qwen/core/error.hpp"
 #include "qwen/core/tensor.hpp"
+#include "qwen/io/json_file.hpp"
 #include "qwen/io/mapped_file.hpp"
 
 namespace qwen::io {
 
 // The reference implementation's cap on the JSON header (guards against absurd allocations).
 inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
-// A safetensors header needs 3 levels (header object, entry object, shape array); allow slack for
-// unknown extra fields but refuse pathological nesting.
-inline constexpr int kMaxJsonDepth = 16;
 // The names Hugging Face gives a checkpoint's single file and its shard index.
 inline constexpr const char* kSingleFileName = "model.safetensors";
 inline constexpr const char* kIndexFileName = "model.safetensors.index.json";
@@ -57,59 +55,6 @@ struct TensorInfo {
 };
 
 namespace detail {
-
-// Offset of the first byte that breaks well-formed UTF-8 (RFC 3629: no overlongs, no surrogates,
-// nothing above U+10FFFF), or npos when the whole string is valid.
-[[nodiscard]] inline std::size_t first_invalid_utf8(std::string_view s) noexcept {
-  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(s[i]); };
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = byte(i);
-    std::size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c < 0x80) len = 1;
-    else if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = (c == 0xE0 ? 0xA0 : 0x80), hi = (c == 0xED ? 0x9F : 0xBF);
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = (c == 0xF0 ? 0x90 : 0x80), hi = (c == 0xF4 ? 0x8F : 0xBF);
-    else return i;
-    if (len > s.size() - i) return i;
-    for (std::size_t k = 1; k < len; ++k) {
-      const unsigned char b = byte(i + k);
-      if (k == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF)) return i;
-    }
-    i += len;
-  }
-  return std::string_view::npos;
-}
-
-// Parses JSON, rejecting duplicate object keys and nesting deeper than kMaxJsonDepth.
-// `where` (a file path) prefixes every FormatError.
-[[nodiscard]] inline nlohmann::json parse_json_strict(std::string_view text, const std::string& where) {
-  using json = nlohmann::json;
-  std::vector<std::set<std::string>> keys;  // one key set per object being parsed
-  auto check = [&](int depth, json::parse_event_t event, json& parsed) {
-    switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
-        if (depth >= kMaxJsonDepth) throw_error<FormatError>(where, ": JSON nests deeper than ", kMaxJsonDepth, " levels");
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
-        break;
-      case json::parse_event_t::object_end: keys.pop_back(); break;
-      case json::parse_event_t::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second)
-          throw_error<FormatError>(where, ": duplicate key \"", parsed.get<std::string>(), "\" ",
-                                   depth == 1 ? "in the top-level object" : "in a nested object");
-        break;
-      default: break;
-    }
-    return true;
-  };
-  try {
-    return json::parse(text.begin(), text.end(), check);
-  } catch (const json::exception& e) {
-    throw_error<FormatError>(where, ": not valid JSON: ", e.what());
-  }
-}
 
 // Bytes of a tensor with non-negative extents `shape`, or nullopt when the shape is too large.
 // Zero extents count as 1 in the bound: Shape arithmetic elsewhere (element_count, strides) forms
@@ -190,9 +135,7 @@ class SafetensorsFile {
     data_offset_ = 8 + n;
 
     const std::string_view text(reinterpret_cast<const char*>(file_.data()) + 8, static_cast<std::size_t>(n));
-    if (const auto bad = detail::first_invalid_utf8(text); bad != std::string_view::npos)
-      fail("header is not valid UTF-8 (byte ", bad, " of the header)");
-    const nlohmann::json header = detail::parse_json_strict(text, path().string() + ": header");
+    const nlohmann::json header = parse_json_strict(text, path().string() + ": header", "header");
     if (!header.is_object()) fail("header is not a JSON object (got ", header.type_name(), ")");
 
     for (const auto& [key, value] : header.items()) {

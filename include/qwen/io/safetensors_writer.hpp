@@ -132,7 +132,7 @@ inline void write_safetensors(const std::filesystem::path& path, std::span<const
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     for (const auto& [k, v] : metadata)
-      if (detail::first_invalid_utf8(k) != std::string_view::npos || detail::first_invalid_utf8(v) != std::string_view::npos)
+      if (first_invalid_utf8(k) != std::string_view::npos || first_invalid_utf8(v) != std::string_view::npos)
         throw_error<InvalidArgument>(path.string(), ": metadata entry \"", k, "\" is not valid UTF-8");
     header["__metadata__"] = metadata;
   }

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "qwen/io/checkpoint.hpp"
+#include "qwen/io/checkpoint_config.hpp"
 #include "qwen/io/generation_config.hpp"
 #include "qwen/io/model_config.hpp"
 #include "qwen/io/tokenizer_config.hpp"

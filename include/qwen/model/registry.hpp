@@ -64,10 +64,15 @@ decltype(auto) dispatch_in(const io::ModelConfig& config, F&& f, std::size_t bes
 }  // namespace detail
 
 // Calls f.template operator()<Model>() with the type of List that config.json describes exactly;
-// ConfigError naming the closest type and its differing fields when none does.
-//   dispatch_model<ToolModels>(config, [&]<class Model>() { ... });
+// ConfigError naming the closest type and its differing fields when none does, and when the
+// config states no dtype (the types would differ only in it: read the config with
+// io::read_checkpoint_config, which takes the dtype from the tensors).
+//   dispatch_model<ToolModels>(io::read_checkpoint_config(dir), [&]<class Model>() { ... });
 template <class List, class F>
 decltype(auto) dispatch_model(const io::ModelConfig& config, F&& f) {
+  if (!config.dtype)
+    throw_error<ConfigError>(config.file, ": states no dtype (neither 'torch_dtype' nor 'dtype'); read it with "
+                                          "io::read_checkpoint_config, which takes the dtype from the checkpoint's tensors");
   return [&]<class... Models>(ModelList<Models...>*) -> decltype(auto) {
     static_assert(sizeof...(Models) > 0, "dispatch_model: empty ModelList");
     return detail::dispatch_in<Models...>(config, std::forward<F>(f), std::numeric_limits<std::size_t>::max(), std::string());

@@ -20,7 +20,7 @@ struct ConfigMismatch {
 template <Qwen3Type Model>
 [[nodiscard]] std::vector<ConfigMismatch> config_mismatches(const io::ModelConfig& c) {
   std::vector<ConfigMismatch> out;
-  auto compare = [&](const char* field, const auto& have, const auto& expected) {
+  auto compare = [&](const std::string& field, const auto& have, const auto& expected) {
     if (have != expected) out.push_back({field, detail::cat(std::boolalpha, have), detail::cat(std::boolalpha, expected)});
   };
   compare("model_type", c.model_type, std::string(Model::is_moe ? "qwen3_moe" : "qwen3"));
@@ -42,7 +42,11 @@ template <Qwen3Type Model>
   }
   compare("tie_word_embeddings", c.tie_word_embeddings, Model::tie_word_embeddings);
   using W = typename Model::weight_traits;
-  if (c.dtype) compare("torch_dtype", *c.dtype, std::string(W::config_dtype));
+  // Named as config.json spells it; a config that states no dtype is checked by the tensors'
+  // dtypes when the weights are bound (and cannot be dispatched: see registry.hpp).
+  if (c.dtype)
+    compare(c.dtype_inferred ? "dtype (inferred from model.embed_tokens.weight)" : c.dtype_key.empty() ? "dtype" : c.dtype_key,
+            *c.dtype, std::string(W::config_dtype));
   const std::string quant = c.fp8 ? "fp8 [128, 128] blocks" : "none";
   compare("quantization_config", quant, std::string(W::block_fp8 ? "fp8 [128, 128] blocks" : "none"));
   return out;

@@ -2,8 +2,10 @@
 // (model.layers.{i}.self_attn.q_proj.weight, ...). Every tensor is checked for presence, dtype
 // and shape; a tensor the model does not use is an error too. The views point into the
 // checkpoint's mapped files: no copy is made, and the Checkpoint must outlive the Weights.
+// Every WeightError starts with the file holding the tensor (or the directory when it is absent).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <set>
@@ -94,7 +96,7 @@ class TensorBinder {
       const Shape scale_shape{(out + fp8_block - 1) / fp8_block, (in + fp8_block - 1) / fp8_block};
       const DType scale_dtype = checkpoint_.info(scale).dtype;
       if (scale_dtype != DType::BF16 && scale_dtype != DType::F32)
-        throw_error<WeightError>("tensor '", scale, "' in ", file_of(scale), " has dtype ", dtype_name(scale_dtype),
+        throw_error<WeightError>(file_of(scale), ": tensor '", scale, "' has dtype ", dtype_name(scale_dtype),
                                  ", expected BF16 or F32 ", shape_string(scale_shape));
       require(scale, scale_dtype, scale_shape);
       w.weight = take(weight);
@@ -103,6 +105,21 @@ class TensorBinder {
       w.weight = plain(weight, plain_dtype, {out, in});
     }
     return w;
+  }
+
+  // A tensor that must, if present, hold exactly the bytes of `same_as` (already taken): a tied
+  // lm_head.weight that some writers store anyway. It is then marked used and not bound.
+  void optional_duplicate(const std::string& name, const std::string& same_as, const TensorView& bound, const char* why) {
+    if (!checkpoint_.contains(name)) return;
+    const io::TensorInfo& info = checkpoint_.info(name);
+    const TensorView view = checkpoint_.view(name);
+    const bool same = info.dtype == bound.dtype && info.shape == bound.shape &&
+                      std::equal(view.data, view.data + view.nbytes(), bound.data, bound.data + bound.nbytes());
+    if (!same)
+      throw_error<WeightError>(file_of(name), ": tensor '", name, "' (", expected_string(info.dtype, info.shape),
+                               ") differs from '", same_as, "' (", expected_string(bound.dtype, bound.shape), "), but ", why,
+                               "; remove it or set tie_word_embeddings to false");
+    used_.insert(name);
   }
 
   // Every tensor of the checkpoint must have been used.
@@ -125,10 +142,10 @@ class TensorBinder {
                                expected_string(dtype, shape), " for ", model_name_, ")");
     const io::TensorInfo& info = checkpoint_.info(name);
     if (info.shape != shape)
-      throw_error<WeightError>("tensor '", name, "' in ", file_of(name), " has shape ", shape_string(info.shape), ", expected ",
+      throw_error<WeightError>(file_of(name), ": tensor '", name, "' has shape ", shape_string(info.shape), ", expected ",
                                shape_string(shape), " for ", model_name_);
     if (info.dtype != dtype)
-      throw_error<WeightError>("tensor '", name, "' in ", file_of(name), " has dtype ", dtype_name(info.dtype), ", expected ",
+      throw_error<WeightError>(file_of(name), ": tensor '", name, "' has dtype ", dtype_name(info.dtype), ", expected ",
                                dtype_name(dtype), " for ", model_name_);
   }
   // Kernels read elements through typed pointers, so a view must be aligned to its element
@@ -138,7 +155,7 @@ class TensorBinder {
     TensorView view = checkpoint_.view(name);
     const std::size_t element = dtype_size(view.dtype);
     if (reinterpret_cast<std::uintptr_t>(view.data) % element != 0)
-      throw_error<WeightError>("tensor '", name, "' in ", file_of(name), " starts at a byte offset that is not a multiple of its ",
+      throw_error<WeightError>(file_of(name), ": tensor '", name, "' starts at a byte offset that is not a multiple of its ",
                                element, "-byte element size");
     return view;
   }
@@ -195,8 +212,13 @@ template <Qwen3Type Model>
   }
   w.norm = bind.plain("model.norm.weight", plain, {hidden});
   if constexpr (Model::tie_word_embeddings) {
-    w.lm_head = w.embed_tokens;  // tied: there is no lm_head.weight; a stray one is reported as unexpected
+    // Tied: the output projection is embed_tokens. transformers ties the two after loading, so
+    // a stored lm_head.weight is never used; accept it only when it holds the same bytes, since
+    // a different one means the file and tie_word_embeddings disagree about the model.
+    w.lm_head = w.embed_tokens;
     w.lm_head_tied = true;
+    bind.optional_duplicate("lm_head.weight", "model.embed_tokens.weight", w.embed_tokens,
+                            "config.json ties them (tie_word_embeddings true)");
   } else {
     w.lm_head = bind.plain("lm_head.weight", plain, {Model::vocab_size, hidden});
   }
