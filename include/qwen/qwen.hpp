@@ -1,6 +1,7 @@
 // The umbrella header: everything the library offers.
 #pragma once
 
+#include "qwen/backend/cpu.hpp"
 #include "qwen/core/dtype.hpp"
 #include "qwen/core/error.hpp"
 #include "qwen/core/numeric.hpp"
@@ -14,9 +15,12 @@
 #include "qwen/io/safetensors.hpp"
 #include "qwen/io/safetensors_writer.hpp"
 #include "qwen/io/tokenizer_config.hpp"
+#include "qwen/kv/paged_kv.hpp"
+#include "qwen/model/forward.hpp"
 #include "qwen/model/load.hpp"
 #include "qwen/model/qwen3.hpp"
 #include "qwen/model/registry.hpp"
 #include "qwen/model/shapes.hpp"
+#include "qwen/model/step.hpp"
 #include "qwen/model/validate.hpp"
 #include "qwen/model/weights.hpp"

@@ -1,0 +1,91 @@
+// Speed-of-light probes measured in the benchmark's own process, so that every figure can be
+// reported as a fraction of what this machine can do right now:
+//   read_bandwidth():  bytes/s of a vectorised sum over a buffer far larger than the caches,
+//                      on every thread of the pool (the floor for decode, which streams weights)
+//   bf16_dot_peak():   flop/s of independent AVX-512 BF16 dot products (vdpbf16ps) on registers,
+//                      on every thread (2 flops per bf16 pair: the ceiling for prefill)
+// Both take the best of several repetitions.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <qwen/kernels/cpu/thread_pool.hpp>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace qwen::bench {
+
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+inline double read_bandwidth(kernels::cpu::ThreadPool& pool, std::size_t bytes = std::size_t{2} << 30) {
+  static double cached = 0;
+  if (cached > 0) return cached;
+  const std::size_t count = bytes / sizeof(float);
+  std::unique_ptr<float[]> buffer(new float[count]);
+  pool.parallel_for(static_cast<std::int64_t>(count), 1 << 20, [&](std::int64_t b, std::int64_t e) {
+    for (std::int64_t i = b; i < e; ++i) buffer[static_cast<std::size_t>(i)] = static_cast<float>(i & 7);
+  });
+  std::atomic<float> sink{0};
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(static_cast<std::int64_t>(count), 1 << 20, [&](std::int64_t b, std::int64_t e) {
+      float acc[16] = {};
+      std::int64_t i = b;
+      for (; i + 16 <= e; i += 16)
+        for (int l = 0; l < 16; ++l) acc[l] += buffer[static_cast<std::size_t>(i + l)];
+      float total = 0;
+      for (float a : acc) total += a;
+      sink.fetch_add(total, std::memory_order_relaxed);
+    });
+    best = std::max(best, static_cast<double>(bytes) / seconds_since(t0));
+  }
+  return cached = best;
+}
+
+inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
+#if defined(__AVX512BF16__)
+  static double cached = 0;
+  if (cached > 0) return cached;
+  constexpr std::int64_t iterations = 20'000'000;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(pool.size(), 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t thread = b; thread < e; ++thread) {
+        // 12 independent accumulators hide the instruction's latency.
+        __m512 acc[12];
+        for (auto& a : acc) a = _mm512_setzero_ps();
+        const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3f00);
+        for (std::int64_t i = 0; i < iterations / 12; ++i)
+          for (auto& a : acc) a = _mm512_dpbf16_ps(a, x, y);
+        float keep[16];
+        __m512 total = acc[0];
+        for (int j = 1; j < 12; ++j) total = _mm512_add_ps(total, acc[j]);
+        _mm512_storeu_ps(keep, total);
+        volatile float sink = keep[0];
+        (void)sink;
+      }
+    });
+    // Each vdpbf16ps: 32 bf16 pairs, a multiply and an add each.
+    const double flops = static_cast<double>(pool.size()) * static_cast<double>(iterations / 12 * 12) * 32 * 2;
+    best = std::max(best, flops / seconds_since(t0));
+  }
+  return cached = best;
+#else
+  (void)pool;
+  return 0;  // no BF16 dot-product instructions on this target: no peak to compare with
+#endif
+}
+
+}  // namespace qwen::bench

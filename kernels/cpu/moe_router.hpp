@@ -1,0 +1,44 @@
+// The Qwen3-MoE router after its gate projection: softmax over all experts in fp32, the top k
+// probabilities, renormalised to sum to one when norm_topk_prob (transformers'
+// Qwen3MoeTopKRouter). Ties between equal probabilities go to the lower expert id.
+// logits: [n, experts]; expert_ids, weights: [n, k], each row ordered by descending weight.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "qwen/core/error.hpp"
+
+namespace qwen::kernels::cpu {
+
+inline void moe_route(const float* logits, std::int64_t n, int experts, int k, bool norm_topk_prob, std::int32_t* expert_ids,
+                      float* weights) {
+  if (experts <= 0 || k <= 0 || k > experts)
+    throw_error<InvalidArgument>("moe_route: top ", k, " of ", experts, " experts");
+  std::vector<float> probs(static_cast<std::size_t>(experts));
+  std::vector<std::int32_t> order(static_cast<std::size_t>(experts));
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* row = logits + t * experts;
+    const float max = *std::max_element(row, row + experts);
+    float sum = 0;
+    for (int e = 0; e < experts; ++e) sum += probs[static_cast<std::size_t>(e)] = std::exp(row[e] - max);
+    for (float& p : probs) p /= sum;
+    std::iota(order.begin(), order.end(), 0);
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](std::int32_t a, std::int32_t b) {
+      const float pa = probs[static_cast<std::size_t>(a)], pb = probs[static_cast<std::size_t>(b)];
+      return pa > pb || (pa == pb && a < b);
+    });
+    float kept = 0;
+    for (int j = 0; j < k; ++j) kept += probs[static_cast<std::size_t>(order[static_cast<std::size_t>(j)])];
+    for (int j = 0; j < k; ++j) {
+      const std::int32_t e = order[static_cast<std::size_t>(j)];
+      expert_ids[t * k + j] = e;
+      weights[t * k + j] = norm_topk_prob ? probs[static_cast<std::size_t>(e)] / kept : probs[static_cast<std::size_t>(e)];
+    }
+  }
+}
+
+}  // namespace qwen::kernels::cpu

@@ -1,0 +1,367 @@
+// kernels/cpu/linear.hpp: the fast path against the double-accumulating reference over ragged
+// shapes for every weight format, batch invariance (bit for bit, across n, sub-batches and thread
+// counts; a non-finite token leaks into no other token), exact decoding of every fp8 code and of
+// bf16 patterns, the wide-scale fp8 path, and the argument checks.
+// kernels/cpu/thread_pool.hpp is checked here too, since linear is its main user.
+//
+// Tolerance, derived from the kernel's summation order: each output is a chain of
+// m = ceil(in / width) fused multiply-adds per lane (one rounding each) and a tree of log2(width)
+// additions; the products' weights are exact (bf16, fp8 with bf16 scale) or rounded once in the
+// same way as the reference (fp8 with float scale). Recursive summation with m + log2(width)
+// roundings is off the exact sum by at most gamma = (m + log2(width)) u / (1 - ...) times
+// Σ|x·w|, u = 2^-24; the reference adds one more rounding (double -> float). So
+//   |fast - reference| <= (ceil(in / width) + log2(width) + 2) · 2^-24 · Σ_k |x_k · w_k|
+// with one rounding of slack. The tests never loosen it.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include <qwen/core/error.hpp>
+#include <qwen/core/numeric.hpp>
+#include <qwen/kernels/cpu/linear.hpp>
+#include <qwen/kernels/cpu/thread_pool.hpp>
+
+namespace {
+
+using qwen::bf16;
+using qwen::fp8_e4m3;
+namespace cpu = qwen::kernels::cpu;
+using Lanes = cpu::linear_detail::Lanes;
+
+const std::int64_t ns[] = {1, 2, 3, 7, 17, 64, 97};
+const std::int64_t ins[] = {1, 17, 97, 128, 255, 1024};
+const std::int64_t outs[] = {1, 17, 97, 128, 255, 300};
+
+constexpr std::uint32_t poison_bits = 0x7fc0'dead;
+std::vector<float> poisoned(std::int64_t count) {
+  return std::vector<float>(static_cast<std::size_t>(count), std::bit_cast<float>(poison_bits));
+}
+
+// Activations uniform in [-1, 1]; the first element of every row is 0.5, 0.75 or 1, so that no
+// row is all zeros.
+std::vector<float> random_x(std::mt19937& rng, std::int64_t n, std::int64_t in) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(static_cast<std::size_t>(n * in));
+  for (auto& v : x) v = dist(rng);
+  for (std::int64_t i = 0; i < n; ++i) x[static_cast<std::size_t>(i * in)] = 0.5f + 0.25f * static_cast<float>(i % 3);
+  return x;
+}
+
+// One weight of each format with its decoded fp32 values (the exact W the kernel multiplies by).
+struct Weight {
+  virtual ~Weight() = default;
+  std::vector<float> decoded;  // [out, in]
+  virtual void fast(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y, cpu::ThreadPool& pool) const = 0;
+  virtual void reference(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y) const = 0;
+};
+
+template <class W>
+struct PlainWeight final : Weight {
+  std::vector<W> w;
+  PlainWeight(std::mt19937& rng, std::int64_t out, std::int64_t in) {
+    std::normal_distribution<float> dist(0.0f, 0.05f);
+    for (std::int64_t i = 0; i < out * in; ++i) {
+      if constexpr (std::is_same_v<W, float>)
+        w.push_back(dist(rng));
+      else
+        w.push_back(bf16::from_float(dist(rng)));
+      decoded.push_back(qwen::to_float(w.back()));
+    }
+  }
+  void fast(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y, cpu::ThreadPool& pool) const override {
+    cpu::linear(x, n, in, w.data(), out, y, pool);
+  }
+  void reference(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y) const override {
+    cpu::linear_reference(x, n, in, w.data(), out, y);
+  }
+};
+
+// Random finite codes (every code but the two NaNs, subnormals included) and per-block scales.
+// Scales of 2^120 and more exercise the path for scales whose product with 2^8 overflows; codes
+// are then limited to exponent fields <= max_exponent so that the products stay finite.
+template <class Scale>
+struct Fp8Weight final : Weight {
+  std::vector<fp8_e4m3> w;
+  std::vector<Scale> scale;
+  Fp8Weight(std::mt19937& rng, std::int64_t out, std::int64_t in, float scale_min = 0.001f, float scale_max = 0.05f,
+            int max_exponent = 15) {
+    const std::int64_t rows = (out + 127) / 128, cols = (in + 127) / 128;
+    std::uniform_real_distribution<float> magnitude(scale_min, scale_max);
+    for (std::int64_t i = 0; i < rows * cols; ++i) {
+      if constexpr (std::is_same_v<Scale, float>)
+        scale.push_back(magnitude(rng));  // a full 24-bit significand: float(q) * s rounds
+      else
+        scale.push_back(bf16::from_float(magnitude(rng)));
+    }
+    for (std::int64_t i = 0; i < out * in; ++i) {
+      std::uint8_t code = static_cast<std::uint8_t>(rng());
+      if ((code & 0x7f) == 0x7f) code ^= 1;
+      if (((code >> 3) & 0xf) > max_exponent) code = static_cast<std::uint8_t>((code & 0x87) | (max_exponent << 3));
+      w.push_back(fp8_e4m3::from_bits(code));
+    }
+    for (std::int64_t r = 0; r < out; ++r)
+      for (std::int64_t c = 0; c < in; ++c)
+        decoded.push_back(w[static_cast<std::size_t>(r * in + c)].to_float() *
+                          qwen::to_float(scale[static_cast<std::size_t>((r / 128) * cols + c / 128)]));
+  }
+  void fast(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y, cpu::ThreadPool& pool) const override {
+    cpu::linear_fp8(x, n, in, w.data(), scale.data(), out, y, pool);
+  }
+  void reference(const float* x, std::int64_t n, std::int64_t in, std::int64_t out, float* y) const override {
+    cpu::linear_fp8_reference(x, n, in, w.data(), scale.data(), out, y);
+  }
+};
+
+std::unique_ptr<Weight> make_weight(int format, std::mt19937& rng, std::int64_t out, std::int64_t in) {
+  switch (format) {
+    case 0: return std::make_unique<PlainWeight<float>>(rng, out, in);
+    case 1: return std::make_unique<PlainWeight<bf16>>(rng, out, in);
+    case 2: return std::make_unique<Fp8Weight<bf16>>(rng, out, in);
+    default: return std::make_unique<Fp8Weight<float>>(rng, out, in);
+  }
+}
+const char* const format_names[] = {"float", "bf16", "fp8 + bf16 scales", "fp8 + float scales"};
+
+// Checks fast against reference with the tolerance derived at the top of this file.
+void check_against_reference(const Weight& weight, const std::vector<float>& x, std::int64_t n, std::int64_t in,
+                             std::int64_t out, const std::vector<float>& fast, const std::vector<float>& reference) {
+  const double u = std::ldexp(1.0, -24);
+  const double roundings = static_cast<double>((in + Lanes::width - 1) / Lanes::width) + std::log2(Lanes::width) + 2;
+  bool any_nonzero = false;
+  for (std::int64_t i = 0; i < n; ++i)
+    for (std::int64_t j = 0; j < out; ++j) {
+      double magnitude = 0;
+      for (std::int64_t k = 0; k < in; ++k)
+        magnitude += std::abs(static_cast<double>(x[static_cast<std::size_t>(i * in + k)]) *
+                              weight.decoded[static_cast<std::size_t>(j * in + k)]);
+      const float f = fast[static_cast<std::size_t>(i * out + j)], r = reference[static_cast<std::size_t>(i * out + j)];
+      INFO("y[" << i << ", " << j << "]: fast " << f << ", reference " << r << ", Σ|x·w| " << magnitude);
+      REQUIRE(std::isfinite(f));
+      REQUIRE(std::abs(static_cast<double>(f) - r) <= roundings * u * magnitude);
+      any_nonzero = any_nonzero || f != 0.0f;
+    }
+  REQUIRE(any_nonzero);
+}
+
+bool same_bits(const float* a, const float* b, std::int64_t count) { return std::memcmp(a, b, static_cast<std::size_t>(count) * sizeof(float)) == 0; }
+
+}  // namespace
+
+#if defined(QWEN_EXPECTED_LINEAR_ISA)
+TEST_CASE("linear: compiled for the intended vector path", "[linear]") { REQUIRE(cpu::linear_isa == QWEN_EXPECTED_LINEAR_ISA); }
+#endif
+
+TEST_CASE("linear: fast path equals the double reference over ragged shapes, every weight format", "[linear]") {
+  std::mt19937 rng(20240611);
+  cpu::ThreadPool pool(2);
+  for (int format = 0; format < 4; ++format)
+    for (std::int64_t in : ins)
+      for (std::int64_t out : outs) {
+        const auto weight = make_weight(format, rng, out, in);
+        for (std::int64_t n : ns) {
+          INFO(format_names[format] << ", isa " << cpu::linear_isa << ", n " << n << ", in " << in << ", out " << out);
+          const std::vector<float> x = random_x(rng, n, in);
+          std::vector<float> fast = poisoned(n * out), reference = poisoned(n * out);
+          weight->fast(x.data(), n, in, out, fast.data(), pool);
+          weight->reference(x.data(), n, in, out, reference.data());
+          check_against_reference(*weight, x, n, in, out, fast, reference);
+        }
+      }
+}
+
+TEST_CASE("linear: fp8 block scales of 2^120 and more (whose product with 2^8 overflows) take the wide path", "[linear]") {
+  std::mt19937 rng(7);
+  cpu::ThreadPool pool(2);
+  const std::int64_t n = 5, in = 300, out = 260;
+  const Fp8Weight<float> wide(rng, out, in, 0x1p120f, 0x1p121f, 3);
+  Fp8Weight<bf16> mixed(rng, out, in, 0.001f, 0.05f, 3);
+  mixed.scale[1] = bf16::from_float(0x1p121f);  // one block of the first chunk
+  for (std::int64_t r = 0; r < out; ++r)
+    for (std::int64_t c = 128; c < 256; ++c)
+      if (r < 128) mixed.decoded[static_cast<std::size_t>(r * in + c)] = mixed.w[static_cast<std::size_t>(r * in + c)].to_float() * 0x1p121f;
+  for (const Weight* weight : {static_cast<const Weight*>(&wide), static_cast<const Weight*>(&mixed)}) {
+    const std::vector<float> x = random_x(rng, n, in);
+    std::vector<float> fast = poisoned(n * out), reference = poisoned(n * out);
+    weight->fast(x.data(), n, in, out, fast.data(), pool);
+    weight->reference(x.data(), n, in, out, reference.data());
+    check_against_reference(*weight, x, n, in, out, fast, reference);
+  }
+}
+
+TEST_CASE("linear: every fp8 code and many bf16 patterns are decoded exactly", "[linear]") {
+  // W = one code per column; x = one-hot rows, so y[i, j] = W[j, i] with a single nonzero product.
+  // Compared as values: a -0 weight gives +0 once the other (+0) products are added.
+  cpu::ThreadPool pool(2);
+  const std::int64_t in = 256, n = 256;
+  std::vector<float> x(static_cast<std::size_t>(n * in), 0.0f);
+  for (std::int64_t i = 0; i < n; ++i) x[static_cast<std::size_t>(i * in + i)] = 1.0f;
+
+  SECTION("fp8, both scale dtypes, scales 1, 2^-10 and 3") {
+    const std::int64_t out = 3 * 128;  // three chunks with different scales
+    std::vector<fp8_e4m3> w(static_cast<std::size_t>(out * in));
+    for (std::int64_t r = 0; r < out; ++r)
+      for (std::int64_t c = 0; c < in; ++c) {
+        const auto code = static_cast<std::uint8_t>((c + r) & 0xff);
+        w[static_cast<std::size_t>(r * in + c)] = fp8_e4m3::from_bits((code & 0x7f) == 0x7f ? 0 : code);
+      }
+    const float block_scales[] = {1.0f, 0x1p-10f, 3.0f};
+    std::vector<float> scale_f;
+    std::vector<bf16> scale_b;
+    for (float s : block_scales)
+      for (int c = 0; c < 2; ++c) {
+        scale_f.push_back(s);
+        scale_b.push_back(bf16::from_float(s));
+      }
+    std::vector<float> y_f = poisoned(n * out), y_b = poisoned(n * out);
+    cpu::linear_fp8(x.data(), n, in, w.data(), scale_f.data(), out, y_f.data(), pool);
+    cpu::linear_fp8(x.data(), n, in, w.data(), scale_b.data(), out, y_b.data(), pool);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j < out; ++j) {
+        const fp8_e4m3 q = w[static_cast<std::size_t>(j * in + i)];
+        const float expected = q.to_float() * block_scales[j / 128];
+        INFO("code 0x" << std::hex << int{q.bits} << std::dec << ", row " << j);
+        REQUIRE(y_f[static_cast<std::size_t>(i * out + j)] == expected);
+        REQUIRE(y_b[static_cast<std::size_t>(i * out + j)] == expected);
+      }
+  }
+  SECTION("bf16: 2^16 / 64 patterns per row, all finite ones reachable over the rows") {
+    const std::int64_t out = 256;
+    std::vector<bf16> w(static_cast<std::size_t>(out * in));
+    for (std::int64_t r = 0; r < out; ++r)
+      for (std::int64_t c = 0; c < in; ++c) {
+        auto bits = static_cast<std::uint16_t>(r * in + c);
+        if ((bits & 0x7f80) == 0x7f80) bits = 0x3f80;  // skip inf and NaN
+        w[static_cast<std::size_t>(r * in + c)] = bf16::from_bits(bits);
+      }
+    std::vector<float> y = poisoned(n * out);
+    cpu::linear(x.data(), n, in, w.data(), out, y.data(), pool);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j < out; ++j) {
+        const float expected = w[static_cast<std::size_t>(j * in + i)].to_float();
+        REQUIRE(y[static_cast<std::size_t>(i * out + j)] == expected);
+      }
+  }
+}
+
+TEST_CASE("linear: batch invariance, bit for bit across n, sub-batches and thread counts", "[linear]") {
+  // in = 3000 makes multi-token tiles save their accumulators between k-blocks while one-token
+  // tiles do not; out = 17 and 128 (one chunk) make the pool split tokens instead of rows.
+  std::mt19937 rng(99);
+  cpu::ThreadPool pool1(1), pool2(2), pool3(3);
+  cpu::ThreadPool* pools[] = {&pool1, &pool2, &pool3};
+  const std::int64_t n = 97;
+  const std::int64_t shapes[][2] = {{255, 300}, {1024, 17}, {3000, 128}, {1024, 1000}};
+  for (int format = 0; format < 4; ++format)
+    for (const auto& shape : shapes) {
+      const std::int64_t in = shape[0], out = shape[1];
+      INFO(format_names[format] << ", in " << in << ", out " << out);
+      const auto weight = make_weight(format, rng, out, in);
+      const std::vector<float> x = random_x(rng, n, in);
+      // Row by row, alone, on one thread: the value every other call must reproduce.
+      std::vector<float> alone = poisoned(n * out);
+      for (std::int64_t i = 0; i < n; ++i) weight->fast(x.data() + i * in, 1, in, out, alone.data() + i * out, pool1);
+      for (cpu::ThreadPool* pool : pools) {
+        INFO("threads " << pool->size());
+        std::vector<float> batched = poisoned(n * out);
+        weight->fast(x.data(), n, in, out, batched.data(), *pool);
+        REQUIRE(same_bits(batched.data(), alone.data(), n * out));
+        // Sub-batches of 7 and of 2, the way chunked prefill and small decode batches cut them.
+        for (std::int64_t step : {7, 2}) {
+          std::vector<float> pieces = poisoned(n * out);
+          for (std::int64_t i = 0; i < n; i += step)
+            weight->fast(x.data() + i * in, std::min(step, n - i), in, out, pieces.data() + i * out, *pool);
+          REQUIRE(same_bits(pieces.data(), alone.data(), n * out));
+        }
+      }
+      // And the row alone agrees with the reference (within the tolerance above).
+      std::vector<float> reference = poisoned(n * out);
+      weight->reference(x.data(), n, in, out, reference.data());
+      check_against_reference(*weight, x, n, in, out, alone, reference);
+    }
+}
+
+TEST_CASE("linear: a non-finite token row changes only its own outputs", "[linear]") {
+  std::mt19937 rng(5);
+  cpu::ThreadPool pool(2);
+  const std::int64_t n = 13, in = 300, out = 260;
+  for (int format = 0; format < 4; ++format) {
+    INFO(format_names[format]);
+    const auto weight = make_weight(format, rng, out, in);
+    std::vector<float> x = random_x(rng, n, in);
+    std::vector<float> clean = poisoned(n * out), dirty = poisoned(n * out);
+    weight->fast(x.data(), n, in, out, clean.data(), pool);
+    x[static_cast<std::size_t>(6 * in + 250)] = std::numeric_limits<float>::quiet_NaN();  // token 6, in the ragged tail's vector
+    x[static_cast<std::size_t>(7 * in + 3)] = std::numeric_limits<float>::infinity();
+    weight->fast(x.data(), n, in, out, dirty.data(), pool);
+    for (std::int64_t i = 0; i < n; ++i)
+      for (std::int64_t j = 0; j < out; ++j) {
+        const float d = dirty[static_cast<std::size_t>(i * out + j)];
+        if (i == 6)
+          REQUIRE(std::isnan(d));
+        else if (i == 7)
+          REQUIRE(!std::isfinite(d));  // inf, or NaN where +inf and -inf products meet
+        else
+          REQUIRE(std::bit_cast<std::uint32_t>(d) == std::bit_cast<std::uint32_t>(clean[static_cast<std::size_t>(i * out + j)]));
+      }
+  }
+}
+
+TEST_CASE("linear: bad arguments throw InvalidArgument naming the values", "[linear]") {
+  cpu::ThreadPool pool(2);
+  std::vector<float> x(64, 1.0f), y(64);
+  std::vector<bf16> w(64, bf16::from_float(1.0f));
+  std::vector<fp8_e4m3> q(64, fp8_e4m3::from_bits(0x38));
+  std::vector<float> s(4, 1.0f);
+  using qwen::InvalidArgument;
+  CHECK_THROWS_WITH(cpu::linear(x.data(), -1, 8, w.data(), 8, y.data(), pool), Catch::Contains("n = -1"));
+  CHECK_THROWS_WITH(cpu::linear(x.data(), 1, 0, w.data(), 8, y.data(), pool), Catch::Contains("in = 0"));
+  CHECK_THROWS_WITH(cpu::linear(x.data(), 1, 8, w.data(), 0, y.data(), pool), Catch::Contains("out = 0"));
+  CHECK_THROWS_AS(cpu::linear(x.data(), 1, 8, w.data(), -3, y.data(), pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear_reference(x.data(), 1, 0, w.data(), 8, y.data()), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear(static_cast<const float*>(nullptr), 1, 8, w.data(), 8, y.data(), pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear(x.data(), 1, 8, static_cast<const bf16*>(nullptr), 8, y.data(), pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear(x.data(), 1, 8, w.data(), 8, nullptr, pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear_fp8(x.data(), 1, 8, q.data(), static_cast<const float*>(nullptr), 8, y.data(), pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear_fp8(x.data(), 2, 8, q.data(), s.data(), 0, y.data(), pool), InvalidArgument);
+  CHECK_THROWS_AS(cpu::linear_fp8_reference(x.data(), 2, -8, q.data(), s.data(), 8, y.data()), InvalidArgument);
+  // y overlapping x (in place) is refused: the kernel reads x while it writes y.
+  CHECK_THROWS_WITH(cpu::linear(x.data(), 2, 8, w.data(), 8, x.data() + 4, pool), Catch::Contains("overlaps"));
+  CHECK_THROWS_AS(cpu::linear_reference(x.data(), 2, 8, w.data(), 8, x.data()), InvalidArgument);
+  // n = 0 is a no-op that touches nothing.
+  CHECK_NOTHROW(cpu::linear(static_cast<const float*>(nullptr), 0, 8, w.data(), 8, nullptr, pool));
+}
+
+TEST_CASE("linear: ThreadPool runs each index once, on every pool size, and rethrows", "[linear]") {
+  for (unsigned threads : {1u, 2u, 3u, 5u}) {
+    cpu::ThreadPool pool(threads);
+    REQUIRE(pool.size() == threads);
+    for (std::int64_t count : {1, 2, 3, 17, 1000}) {
+      for (int rep = 0; rep < 50; ++rep) {  // back-to-back calls: the spin / wake hand-over
+        std::vector<std::atomic<int>> hits(static_cast<std::size_t>(count));
+        pool.parallel_for(count, 1, [&](std::int64_t begin, std::int64_t end) {
+          for (std::int64_t i = begin; i < end; ++i) hits[static_cast<std::size_t>(i)].fetch_add(1);
+        });
+        for (auto& h : hits) REQUIRE(h.load() == 1);
+      }
+    }
+    CHECK_THROWS_AS(pool.parallel_for(10, 1, [](std::int64_t begin, std::int64_t) {
+      if (begin >= 0) throw std::runtime_error("chunk failed");
+    }), std::runtime_error);
+    // The pool still works after an exception.
+    std::atomic<std::int64_t> total{0};
+    pool.parallel_for(100, 1, [&](std::int64_t begin, std::int64_t end) { total += end - begin; });
+    REQUIRE(total.load() == 100);
+  }
+}
