@@ -148,6 +148,12 @@ void check_sizes(std::mt19937_64& rng, std::int64_t rows, std::int64_t cols) {
 
 }  // namespace
 
+#if defined(QWEN_EXPECTED_FP8_DEQUANT_ISA)
+TEST_CASE("fp8_dequant: compiled for the intended vector path", "[fp8_dequant]") {
+  REQUIRE(cpu::fp8_dequant_isa == QWEN_EXPECTED_FP8_DEQUANT_ISA);
+}
+#endif
+
 TEST_CASE("fp8_dequant: fast equals reference equals naive double, ragged sizes", "[fp8_dequant]") {
   std::mt19937_64 rng(0xf8'0001);
   for (std::int64_t rows : ragged_sizes) {
