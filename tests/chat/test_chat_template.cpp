@@ -26,6 +26,15 @@ const ordered_json& expected_file() {
 
 ordered_json request_of(const char* text) { return qwen::io::parse_json_strict<ordered_json>(text, "test request"); }
 
+// A request as nlohmann::json (keys sorted) must not compile: it would render tools unlike transformers.
+template <class Json>
+constexpr bool renderable = requires(const Json& request, const ChatTemplate& chat_template) {
+  qwen::chat::render(request, chat_template);
+  qwen::chat::parse_chat_request(request);
+};
+static_assert(renderable<ordered_json>);
+static_assert(!renderable<nlohmann::json>);
+
 }  // namespace
 
 TEST_CASE("every reference conversation renders byte-identically to transformers") {

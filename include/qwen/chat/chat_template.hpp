@@ -123,5 +123,8 @@ class ChatTemplate {
 [[nodiscard]] inline std::string render(const ordered_json& request, const ChatTemplate& chat_template) {
   return chat_template.render(parse_chat_request(request));
 }
+// nlohmann::json would convert silently, with its keys sorted: tools whose keys are not in
+// alphabetical order would be rendered unlike transformers. Parse the request as ordered_json.
+std::string render(const nlohmann::json& request, const ChatTemplate& chat_template) = delete;
 
 }  // namespace qwen::chat

@@ -213,4 +213,7 @@ inline Message parse_message(const ordered_json& m, std::size_t index) {
   return out;
 }
 
+// nlohmann::json sorts object keys; see render() in chat_template.hpp. Use ordered_json.
+ChatRequest parse_chat_request(const nlohmann::json& request) = delete;
+
 }  // namespace qwen::chat

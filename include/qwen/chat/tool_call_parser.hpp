@@ -145,9 +145,11 @@ class ToolCallParser {
         }
         return;
       }
-      // InCall: wait for the closing tag.
-      const std::size_t close = held_.find(kToolCallClose);
+      // InCall: wait for the closing tag. The search resumes where the last one stopped (less the
+      // length of a partial tag), so a long call fed token by token is scanned once.
+      const std::size_t close = held_.find(kToolCallClose, scanned_);
       if (close == std::string::npos) {
+        scanned_ = held_.size() < kToolCallClose.size() ? 0 : held_.size() - kToolCallClose.size() + 1;
         if (!at_end) return;
         // Never closed: the text is content, as written.
         emit_content(delta, space_before_call_);
@@ -169,6 +171,7 @@ class ToolCallParser {
         after_call_ = false;
       }
       space_before_call_.clear();
+      scanned_ = 0;
       held_.erase(0, close + kToolCallClose.size());
       state_ = State::Text;
     }
@@ -177,6 +180,7 @@ class ToolCallParser {
   std::string id_prefix_;
   State state_ = State::Text;
   std::string held_;               // text not yet settled
+  std::size_t scanned_ = 0;        // in a call: held_[0, scanned_) holds no start of "</tool_call>"
   std::string pending_space_;      // whitespace after the last content character
   std::string space_before_call_;  // whitespace before the open tool call (content if the call is invalid)
   bool after_call_ = false;        // right after a valid tool call: whitespace is dropped
