@@ -2,6 +2,11 @@
 #pragma once
 
 #include "qwen/backend/cpu.hpp"
+#include "qwen/chat/chat_template.hpp"
+#include "qwen/chat/python_json.hpp"
+#include "qwen/chat/reasoning_parser.hpp"
+#include "qwen/chat/request.hpp"
+#include "qwen/chat/tool_call_parser.hpp"
 #include "qwen/core/dtype.hpp"
 #include "qwen/core/error.hpp"
 #include "qwen/core/numeric.hpp"

@@ -72,8 +72,10 @@ inline constexpr std::uint64_t kMaxJsonFileBytes = 64ull << 20;
 
 // Parses JSON text with the checks listed at the top of this file. `where` (a file path, perhaps
 // with a part name) starts every FormatError; byte offsets are counted from the start of `text`,
-// which is called `unit` in messages ("file", "header").
-[[nodiscard]] inline json parse_json_strict(std::string_view text, const std::string& where, std::string_view unit = "file") {
+// which is called `unit` in messages ("file", "header"). `Json` may be nlohmann::ordered_json where
+// the order of object keys matters (a chat request's tools are rendered in the order given).
+template <class Json = json>
+[[nodiscard]] Json parse_json_strict(std::string_view text, const std::string& where, std::string_view unit = "file") {
   if (const std::size_t nul = text.find('\0'); nul != std::string_view::npos)
     throw_error<FormatError>(where, ": NUL byte at offset ", nul, " of the ", unit, " (JSON text cannot contain one)");
   if (const std::size_t bad = first_invalid_utf8(text); bad != std::string_view::npos)
@@ -81,17 +83,18 @@ inline constexpr std::uint64_t kMaxJsonFileBytes = 64ull << 20;
   if (text.starts_with("\xEF\xBB\xBF"))
     throw_error<FormatError>(where, ": starts with a UTF-8 byte-order mark, which JSON does not allow");
   std::vector<std::set<std::string>> keys;  // one key set per object being parsed
-  auto check = [&](int depth, json::parse_event_t event, json& parsed) {
+  auto check = [&](int depth, typename Json::parse_event_t event, Json& parsed) {
+    using event_t = typename Json::parse_event_t;
     switch (event) {
-      case json::parse_event_t::object_start:
-      case json::parse_event_t::array_start:
+      case event_t::object_start:
+      case event_t::array_start:
         if (depth >= kMaxJsonDepth) throw_error<FormatError>(where, ": JSON nests deeper than ", kMaxJsonDepth, " levels");
-        if (event == json::parse_event_t::object_start) keys.emplace_back();
+        if (event == event_t::object_start) keys.emplace_back();
         break;
-      case json::parse_event_t::object_end: keys.pop_back(); break;
-      case json::parse_event_t::key:
-        if (!keys.back().insert(parsed.get<std::string>()).second)
-          throw_error<FormatError>(where, ": duplicate key \"", parsed.get<std::string>(), "\" ",
+      case event_t::object_end: keys.pop_back(); break;
+      case event_t::key:
+        if (!keys.back().insert(parsed.template get<std::string>()).second)
+          throw_error<FormatError>(where, ": duplicate key \"", parsed.template get<std::string>(), "\" ",
                                    depth == 1 ? "in the top-level object" : "in a nested object");
         break;
       default: break;
@@ -99,8 +102,8 @@ inline constexpr std::uint64_t kMaxJsonFileBytes = 64ull << 20;
     return true;
   };
   try {
-    return json::parse(text.begin(), text.end(), check);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range.406 for 1e999
+    return Json::parse(text.begin(), text.end(), check);
+  } catch (const nlohmann::json::exception& e) {  // parse_error, and out_of_range.406 for 1e999
     throw_error<FormatError>(where, ": not valid JSON: ", e.what());
   }
 }
@@ -166,11 +169,13 @@ template <class Parse>
 }
 
 // A short description of a JSON value for messages: the value itself when it is a scalar or a
-// flat array/object of a few scalars, else its type and size. Never recursive.
-[[nodiscard]] inline std::string json_preview(const json& v) {
-  const auto text = [](const json& value) {
+// flat array/object of a few scalars, else its type and size. Never recursive. `Json` is json or
+// ordered_json.
+template <class Json>
+[[nodiscard]] std::string json_preview(const Json& v) {
+  const auto text = [](const Json& value) {
     // `replace`: a value built in code (not parsed) may hold invalid UTF-8; dump must not throw.
-    std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
+    std::string s = value.dump(-1, ' ', false, Json::error_handler_t::replace);
     if (s.size() > 80) {
       std::size_t cut = 77;
       while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 sequence
