@@ -145,6 +145,12 @@ TEST_CASE("sampled frequencies match the filtered distribution (chi-square, p = 
   // Vocabularies above candidate_limit take the histogram path (the small ones the heap).
   add("vocab 400, top_p 0.7", test_logits(400, 6, 0.5f), [](SamplingParams& p) { p.top_p = 0.7; });
   add("vocab 400, min_p 0.3, T 0.9", test_logits(400, 7, 0.5f), [](SamplingParams& p) { p.min_p = 0.3, p.temperature = 0.9; });
+  // top_p without top_k above candidate_limit: the rejection sampler (p = 0.2 rejects often).
+  add("vocab 400, top_p 0.2, T 0.5", test_logits(400, 8, 0.5f), [](SamplingParams& p) { p.top_p = 0.2, p.temperature = 0.5; });
+  add("vocab 400, top_p 0.6 + min_p 0.4", test_logits(400, 9, 0.5f), [](SamplingParams& p) { p.top_p = 0.6, p.min_p = 0.4; });
+  std::vector<float> tied = test_logits(400, 10, 0.5f);
+  for (std::size_t i = 0; i < tied.size(); ++i) tied[i] = std::round(tied[i] * 4) / 4;  // many exact ties
+  add("vocab 400 with ties, top_p 0.5", tied, [](SamplingParams& p) { p.top_p = 0.5; });
 
   constexpr int draws = 200000;
   RowScratch scratch;
@@ -402,4 +408,21 @@ TEST_CASE("bad parameters and logits are errors naming the parameter and value",
   std::vector<SampleResult> out(3);
   CHECK_THROWS_WITH(sampler.sample_batch(batch, 10, rows, out), Catch::Contains("row 1: sampling parameter 'top_p' is 2"));
   CHECK_THROWS_WITH(sampler.sample_batch(batch, 11, rows, out), Catch::Contains("logits hold 30 values, expected 3 rows x 11 vocab"));
+}
+
+TEST_CASE("top_p by rejection keeps to the nucleus at the real vocabulary", "[sampler]") {
+  // At 151,936 logits a chi-square is out of reach (the vocabulary-400 cases above check the
+  // rejection sampler's distribution); here every draw must fall inside the naive nucleus.
+  RowScratch scratch;
+  for (const auto& [top_p, min_p, t] : std::vector<std::tuple<double, double, double>>{{0.95, 0.0, 1.0}, {0.3, 0.0, 0.8}, {0.05, 0.0, 1.0}, {0.8, 0.01, 1.2}}) {
+    std::vector<float> row = test_logits(151936, 77);
+    SamplingParams p;
+    p.top_p = top_p, p.min_p = min_p, p.temperature = t;
+    INFO("top_p " << top_p << ", min_p " << min_p << ", T " << t);
+    const std::vector<double> expected = naive_distribution(row, p);
+    for (std::uint64_t seed = 0; seed < 300; ++seed) {
+      const auto token = sample_row(row, RowRequest{&p, seed, {}, {}}, scratch).token;
+      REQUIRE(expected[static_cast<std::size_t>(token)] > 0);
+    }
+  }
 }

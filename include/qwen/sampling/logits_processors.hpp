@@ -57,6 +57,7 @@ class RowEdits {
       if (t == token) return v;
     return row_[static_cast<std::size_t>(token)];
   }
+  [[nodiscard]] bool empty() const noexcept { return saved_.empty(); }
   void restore() noexcept {
     for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) row_[static_cast<std::size_t>(it->first)] = it->second;
     saved_.clear();

@@ -30,11 +30,12 @@ using PhiloxKey = std::array<std::uint32_t, 2>;
 // What a draw is for; part of the counter so that future uses get streams of their own.
 enum class DrawPurpose : std::uint32_t { token = 0 };
 
-// The uniform double in [0, 1) (53 random bits) for draw `step` of the stream keyed by `seed`.
-[[nodiscard]] constexpr double uniform_draw(std::uint64_t seed, std::uint64_t step,
+// The uniform double in [0, 1) (53 random bits) for draw `step` of the stream keyed by `seed`;
+// `round` numbers the extra draws of one step (the top_p rejection sampler may need several).
+[[nodiscard]] constexpr double uniform_draw(std::uint64_t seed, std::uint64_t step, std::uint32_t round = 0,
                                             DrawPurpose purpose = DrawPurpose::token) noexcept {
   const PhiloxCounter out = philox4x32_10(
-      {static_cast<std::uint32_t>(step), static_cast<std::uint32_t>(step >> 32), static_cast<std::uint32_t>(purpose), 0},
+      {static_cast<std::uint32_t>(step), static_cast<std::uint32_t>(step >> 32), static_cast<std::uint32_t>(purpose), round},
       {static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32)});
   const std::uint64_t bits = (std::uint64_t{out[0]} << 32 | out[1]) >> 11;
   return static_cast<double>(bits) * 0x1p-53;

@@ -13,15 +13,18 @@
 // keeps tokens with p >= min_p * p_max over what is left. The filters never remove the first
 // token, so something is always kept.
 //
-// No full sort of the vocabulary. Two ways to find the kept set:
-//   - small top_k (<= candidate_limit), or a vocabulary that small: one pass keeps the k best in a heap (groups of 64 whose
-//     maximum cannot enter are skipped with one vector compare); top_p and min_p then work on
-//     the k sorted candidates.
-//   - otherwise: e = exp((l - max) / T) over the row, a histogram of e by its leading bits
-//     (8 buckets per octave) with mass and count per bucket, a walk down the buckets to the one
-//     holding the top_k / top_p boundary, and a sort of that bucket's tokens only. The kept set
-//     is then "e >= a threshold" plus the explicit cut inside the boundary bucket; min_p is a
-//     threshold too (e_max is 1).
+// No full sort of the vocabulary. Three ways, chosen by the parameters only (so a request's
+// draws never depend on its neighbours):
+//   - top_k <= candidate_limit, or a vocabulary that small: one pass keeps the k best in a heap
+//     (groups of 64 whose maximum cannot enter are skipped with one vector compare); top_p and
+//     min_p then work on the k sorted candidates.
+//   - top_p without top_k: e = exp((l - max) / T) over the row, then rejection sampling against
+//     the nucleus (draw_top_p): about one draw plus one masked sum over the row, never a sort.
+//   - a larger top_k (or the rejection sampler's fallback): e as above, a histogram of e by its
+//     leading bits (8 buckets per octave) with mass and count per bucket, a walk down the
+//     buckets to the one holding the top_k / top_p boundary, and a sort of that bucket's tokens
+//     only. The kept set is then "e >= a threshold" plus the explicit cut inside the boundary
+//     bucket. min_p is a threshold on e everywhere (e_max is 1).
 // The draw is inverse-CDF with one uniform u in [0, 1): candidates are scanned in rank order,
 // the full row in token-id order (through 1024-token block sums). Mass sums are fp32 partial
 // sums gathered in double, so a token whose cumulative mass lies within rounding of the top_p
@@ -236,11 +239,42 @@ inline void prepare_full(std::span<const float> row, float max, const SamplingPa
   s.total = threshold > 0 ? scan::keep_at_least(s.e.data(), n, threshold, s.block_sum.data()) : total;
 }
 
+// Inverse CDF over e[0, n) restricted to the admitted tokens, whose per-block masses are
+// block_sum and total mass `total`: the first admitted token whose cumulative mass (in id
+// order) exceeds u * total. Rounding can leave the target past the end: then the last admitted
+// token with mass.
+template <class Admitted>
+std::int64_t draw_blocks(const float* e, std::int64_t n, const double* block_sum, double total, double u,
+                         const Admitted& admitted) {
+  const double target = u * total;
+  const std::int64_t blocks = scan::block_count(n);
+  double before = 0;
+  std::int64_t last = -1;
+  for (std::int64_t b = 0; b < blocks; ++b) {
+    const double bs = block_sum[b];
+    if (bs == 0) continue;
+    if (before + bs <= target && b + 1 < blocks) {  // the target lies beyond this block
+      before += bs;
+      continue;
+    }
+    for (std::int64_t i = b * scan::block; i < std::min(n, (b + 1) * scan::block); ++i) {
+      if (e[i] == 0 || !admitted(i)) continue;
+      last = i;
+      before += e[i];
+      if (before > target) return i;
+    }
+  }
+  if (last < 0)
+    for (std::int64_t i = n - 1; i >= 0 && last < 0; --i)
+      if (e[i] > 0 && admitted(i)) last = i;
+  return last;
+}
+
 // The token of draw u in [0, 1) from the prepared distribution.
 inline std::int32_t draw_prepared(const RowScratch& s, std::int64_t n, double u) {
-  const double target = u * s.total;
-  double before = 0;
   if (s.heap_path) {
+    const double target = u * s.total;
+    double before = 0;
     std::int32_t last = s.candidates.front().token;
     for (std::size_t i = 0; i < s.candidates.size(); ++i) {
       if (s.weight[i] == 0) continue;
@@ -250,27 +284,42 @@ inline std::int32_t draw_prepared(const RowScratch& s, std::int64_t n, double u)
     }
     return last;  // rounding put the target past the end: the last kept token
   }
-  const std::int64_t blocks = scan::block_count(n);
-  std::int64_t last = -1;
-  for (std::int64_t b = 0; b < blocks; ++b) {
-    const double bs = s.block_sum[static_cast<std::size_t>(b)];
-    if (bs == 0) continue;
-    if (before + bs <= target && b + 1 < blocks) {
-      before += bs;
-      continue;
-    }
-    for (std::int64_t i = b * scan::block; i < std::min(n, (b + 1) * scan::block); ++i) {
-      const float v = s.e[static_cast<std::size_t>(i)];
-      if (v == 0) continue;
-      last = i;
-      before += v;
-      if (before > target) return static_cast<std::int32_t>(i);
-    }
+  return static_cast<std::int32_t>(draw_blocks(s.e.data(), n, s.block_sum.data(), s.total, u, [](std::int64_t) { return true; }));
+}
+
+// A bound on rejection rounds before the exact histogram path takes over (each round costs two
+// passes over the row; see draw_top_p).
+inline constexpr std::uint32_t max_rejection_rounds = 16;
+
+// top_p (and min_p) without top_k, by rejection instead of finding the nucleus: draw j from the
+// support (tokens with e >= min_p that rank before the pivot, at first all of them); accept it if
+// the mass ranked before j over the whole distribution is < top_p * total, i.e. j is in the
+// nucleus. Otherwise every token ranked at or after j is outside the nucleus too (it is a
+// prefix of the ranking), so j becomes the pivot and the draw is repeated on the smaller
+// support. The accepted token is distributed as the support restricted to the nucleus, which
+// is exactly the filtered, renormalised distribution. The best token is always accepted.
+// FlashInfer's top-p rejection sampling pivots in the same spirit. Round r uses Philox draw
+// (seed, step, r). e and block_sum hold exp_scaled's output; total its sum.
+inline std::int32_t draw_top_p(std::span<const float> row, float max, const SamplingParams& p, double inv_t,
+                               double total, std::uint64_t seed, std::uint64_t step, RowScratch& s) {
+  const auto n = static_cast<std::int64_t>(row.size());
+  const float* e = s.e.data();
+  const auto floor = static_cast<float>(p.min_p);
+  const double target = p.top_p * total;
+  float pivot = -1;  // admits everything
+  std::int64_t pivot_index = 0;
+  double support = floor > 0 ? scan::sum_ranked_before(e, n, pivot, pivot_index, floor, s.block_sum.data()) : total;
+  for (std::uint32_t round = 0; round < max_rejection_rounds; ++round) {
+    const std::int64_t j = draw_blocks(e, n, s.block_sum.data(), support, uniform_draw(seed, step, round), [&](std::int64_t i) {
+      return e[i] >= floor && (e[i] > pivot || (e[i] == pivot && i < pivot_index));
+    });
+    if (scan::sum_ranked_before(e, n, e[j], j, 0.0f) < target) return static_cast<std::int32_t>(j);
+    pivot = e[j];
+    pivot_index = j;
+    support = scan::sum_ranked_before(e, n, pivot, pivot_index, floor, s.block_sum.data());
   }
-  if (last < 0)  // rounding skipped every block up to a final empty one
-    for (std::int64_t i = n - 1; i >= 0 && last < 0; --i)
-      if (s.e[static_cast<std::size_t>(i)] > 0) last = i;
-  return static_cast<std::int32_t>(last);
+  prepare_full(row, max, p, inv_t, s);
+  return draw_prepared(s, n, uniform_draw(seed, step, max_rejection_rounds));
 }
 
 // Prepares the filtered distribution of a processed row (max = its maximum, not -inf).
@@ -283,6 +332,25 @@ inline void prepare(std::span<const float> row, float max, const SamplingParams&
     prepare_candidates(row, k, p, inv_t, s);
   else
     prepare_full(row, max, p, inv_t, s);
+}
+
+// The sampled token of a processed row (max = its maximum) for non-greedy parameters.
+inline std::int32_t draw_token(std::span<const float> row, float max, const SamplingParams& p, std::uint64_t seed,
+                               std::uint64_t step, RowScratch& s) {
+  const auto n = static_cast<std::int64_t>(row.size());
+  const bool top_k = p.top_k > 0 && p.top_k < n;
+  if (top_k || p.top_p >= 1) {
+    prepare(row, max, p, s);
+    return draw_prepared(s, n, uniform_draw(seed, step));
+  }
+  s.reserve(n);
+  if (n <= candidate_limit) {  // small vocabularies: the heap is a sort
+    prepare(row, max, p, s);
+    return draw_prepared(s, n, uniform_draw(seed, step));
+  }
+  const double inv_t = 1.0 / p.temperature;
+  const double total = scan::exp_scaled(row.data(), n, max, static_cast<float>(inv_t), s.e.data(), s.block_sum.data());
+  return draw_top_p(row, max, p, inv_t, total, seed, step, s);
 }
 
 }  // namespace detail
@@ -332,12 +400,11 @@ inline void prepare(std::span<const float> row, float max, const SamplingParams&
 
   RowEdits edits(row);
   apply_logits_processors(row, request, scratch.penalties, edits, where);
-  const float max = detail::checked_row_max(row, where);
+  const float max = edits.empty() ? raw_max : detail::checked_row_max(row, where);
   if (p.greedy()) {
-    result.token = static_cast<std::int32_t>(std::find(row.begin(), row.end(), max) - row.begin());
+    result.token = static_cast<std::int32_t>(kernels::cpu::sampling_scan::first_index_of(row.data(), vocab, max));
   } else {
-    detail::prepare(row, max, p, scratch);
-    result.token = detail::draw_prepared(scratch, vocab, uniform_draw(request.seed, request.output_tokens.size()));
+    result.token = detail::draw_token(row, max, p, request.seed, request.output_tokens.size(), scratch);
   }
   if (p.logprobs) result.logprob = static_cast<float>(edits.original(result.token) - log_normaliser);
   result.stop = std::find(p.stop_token_ids.begin(), p.stop_token_ids.end(), result.token) != p.stop_token_ids.end();
