@@ -13,9 +13,10 @@
 // vocabulary, the hard case for the nucleus), "peaked" = the same plus 30 tokens 8..16 above
 // the rest (a confident model). Logits are fixed pseudo-random values; each iteration draws at a
 // new step, so the draws differ.
-// Counters: per_row_seconds; logit_bytes_per_second (row bytes / per-row time); passes = per-row
-// time over the time of one vectorised pass over the row measured in this process (the floor:
-// every token must be read once), i.e. how many row reads the case costs.
+// Counters: per_row_seconds; logit_bytes_per_second (row bytes / per-row time);
+// one_pass_seconds = the best time of one vectorised max pass over the row (cached), measured in
+// this process: the floor, since every logit must be read once. per_row_seconds /
+// one_pass_seconds says how many such passes a case costs.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>

@@ -426,3 +426,22 @@ TEST_CASE("top_p by rejection keeps to the nucleus at the real vocabulary", "[sa
     }
   }
 }
+
+TEST_CASE("top_p rejection: many rounds, and the fallback after the last one", "[sampler]") {
+  // A flat row (all logits equal but one slightly higher) with a tiny top_p: the nucleus is the
+  // one best token, and each rejected draw only cuts the support to the lower ids, so some
+  // draws need more than max_rejection_rounds and take the histogram path.
+  std::vector<float> row(151936, 0.0f);
+  row[5] = 1e-3f;
+  SamplingParams p;
+  p.top_p = 1e-6;  // top_p * total mass is 0.15 < 1: the nucleus is token 5 alone
+  RowScratch scratch;
+  int fell_back = 0, accepted_late = 0;
+  for (std::uint64_t seed = 0; seed < 200; ++seed) {
+    CHECK(sample_row(row, RowRequest{&p, seed, {}, {}}, scratch).token == 5);
+    fell_back += scratch.rejection_rounds > detail::max_rejection_rounds;
+    accepted_late += scratch.rejection_rounds > 3 && scratch.rejection_rounds <= detail::max_rejection_rounds;
+  }
+  CHECK(fell_back > 0);
+  CHECK(accepted_late > 0);
+}

@@ -85,6 +85,7 @@ struct RowScratch {
   std::vector<Candidate> bucket_items;
   kernels::cpu::sampling_scan::Histogram histogram;
   bool heap_path = false;            // which of the above holds the prepared distribution
+  std::uint32_t rejection_rounds = 0; // the last top_p rejection draw: rounds used (max + 1: fell back)
   double total = 0;                  // mass of the prepared distribution
 
   void reserve(std::int64_t vocab) {
@@ -313,11 +314,15 @@ inline std::int32_t draw_top_p(std::span<const float> row, float max, const Samp
     const std::int64_t j = draw_blocks(e, n, s.block_sum.data(), support, uniform_draw(seed, step, round), [&](std::int64_t i) {
       return e[i] >= floor && (e[i] > pivot || (e[i] == pivot && i < pivot_index));
     });
-    if (scan::sum_ranked_before(e, n, e[j], j, 0.0f) < target) return static_cast<std::int32_t>(j);
+    if (scan::sum_ranked_before(e, n, e[j], j, 0.0f) < target) {
+      s.rejection_rounds = round + 1;
+      return static_cast<std::int32_t>(j);
+    }
     pivot = e[j];
     pivot_index = j;
     support = scan::sum_ranked_before(e, n, pivot, pivot_index, floor, s.block_sum.data());
   }
+  s.rejection_rounds = max_rejection_rounds + 1;
   prepare_full(row, max, p, inv_t, s);
   return draw_prepared(s, n, uniform_draw(seed, step, max_rejection_rounds));
 }
