@@ -29,3 +29,8 @@
 #include "qwen/model/step.hpp"
 #include "qwen/model/validate.hpp"
 #include "qwen/model/weights.hpp"
+#include "qwen/sampling/logits_processors.hpp"
+#include "qwen/sampling/params.hpp"
+#include "qwen/sampling/philox.hpp"
+#include "qwen/sampling/row_sampler.hpp"
+#include "qwen/sampling/sampler.hpp"
