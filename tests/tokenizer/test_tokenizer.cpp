@@ -84,123 +84,126 @@ void check_stream_prefixes(const Tokenizer& tok, const std::vector<TokenId>& ids
 
 }  // namespace
 
-TEST_CASE("every corpus line encodes to Hugging Face's ids and decodes to its text", "[tokenizer][corpus]") {
-  const Tokenizer& tok = qwen3();
-  const auto& lines = corpus_lines();
-  const auto expected = read_jsonl(kFixtures + "/expected_lines.jsonl");
-  REQUIRE(lines.size() >= 2000);
-  REQUIRE(expected.size() == lines.size());
-  std::size_t mismatched = 0;
-  for (std::size_t i = 0; i < lines.size(); ++i) {
-    const std::vector<TokenId> want = ids_of(expected[i]["ids"]);
-    const std::vector<TokenId> got = tok.encode(lines[i]);
-    if (got != want && ++mismatched <= 5) {
-      INFO("line " << i << ": " << json(lines[i]).dump() << "\n  got  " << json(got).dump() << "\n  want " << json(want).dump());
-      CHECK(got == want);
-    }
-    if (tok.decode(want) != expected[i]["decoded"].get<std::string>() && ++mismatched <= 5) {
-      INFO("line " << i << ": decode(ids) differs");
-      CHECK(tok.decode(want) == expected[i]["decoded"].get<std::string>());
-    }
-    if (tok.decode(want, true) != expected[i]["decoded_skip_special"].get<std::string>() && ++mismatched <= 5) {
-      INFO("line " << i << ": decode(ids, skip_special_tokens) differs");
-      CHECK(tok.decode(want, true) == expected[i]["decoded_skip_special"].get<std::string>());
-    }
-  }
-  CHECK(mismatched == 0);
-}
-
-TEST_CASE("the whole corpus as one text encodes and decodes as Hugging Face does", "[tokenizer][corpus]") {
-  const Tokenizer& tok = qwen3();
-  std::string text;
-  for (const std::string& line : corpus_lines()) text += line + "\n";
-  text.pop_back();
-  const json expected = json::parse(read_file(kFixtures + "/expected_text.json"));
-  const std::vector<TokenId> want = ids_of(expected["ids"]);
-  const std::vector<TokenId> got = tok.encode(text);
-  REQUIRE(got.size() == want.size());
-  std::size_t first_difference = got.size();
-  for (std::size_t i = 0; i < got.size() && first_difference == got.size(); ++i)
-    if (got[i] != want[i]) first_difference = i;
-  CHECK(first_difference == got.size());
-  CHECK(tok.decode(want) == expected["decoded"].get<std::string>());
-  CHECK(tok.decode(want, true) == expected["decoded_skip_special"].get<std::string>());
-}
-
-TEST_CASE("the streaming detokenizer equals the one-shot decode at every prefix", "[tokenizer][stream]") {
-  const Tokenizer& tok = qwen3();
-  SECTION("the whole corpus' token stream, with and without special tokens") {
-    const json expected = json::parse(read_file(kFixtures + "/expected_text.json"));
-    check_stream_prefixes(tok, ids_of(expected["ids"]), expected["decoded"].get<std::string>(), false);
-    check_stream_prefixes(tok, ids_of(expected["ids"]), expected["decoded_skip_special"].get<std::string>(), true);
-  }
-  SECTION("each line: emitted text plus finish() is the decode of every prefix") {
+// One test case, so that ctest (one process per test case) parses the 11 MB tokenizer.json once.
+TEST_CASE("the Qwen3 tokenizer against Hugging Face tokenizers", "[tokenizer]") {
+  SECTION("every corpus line encodes to Hugging Face's ids and decodes to its text") {
+    const Tokenizer& tok = qwen3();
+    const auto& lines = corpus_lines();
     const auto expected = read_jsonl(kFixtures + "/expected_lines.jsonl");
-    for (const json& e : expected) {
-      const std::vector<TokenId> ids = ids_of(e["ids"]);
-      StreamDecoder stream(tok);
-      std::string emitted;
-      for (std::size_t k = 0; k < ids.size(); ++k) {
-        emitted += stream.push(ids[k]);
-        StreamDecoder copy = stream;
-        const std::vector<TokenId> prefix(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k) + 1);
-        REQUIRE(emitted + copy.finish() == tok.decode(prefix));
+    REQUIRE(lines.size() >= 2000);
+    REQUIRE(expected.size() == lines.size());
+    std::size_t mismatched = 0;
+    for (std::size_t i = 0; i < lines.size(); ++i) {
+      const std::vector<TokenId> want = ids_of(expected[i]["ids"]);
+      const std::vector<TokenId> got = tok.encode(lines[i]);
+      if (got != want && ++mismatched <= 5) {
+        INFO("line " << i << ": " << json(lines[i]).dump() << "\n  got  " << json(got).dump() << "\n  want " << json(want).dump());
+        CHECK(got == want);
+      }
+      if (tok.decode(want) != expected[i]["decoded"].get<std::string>() && ++mismatched <= 5) {
+        INFO("line " << i << ": decode(ids) differs");
+        CHECK(tok.decode(want) == expected[i]["decoded"].get<std::string>());
+      }
+      if (tok.decode(want, true) != expected[i]["decoded_skip_special"].get<std::string>() && ++mismatched <= 5) {
+        INFO("line " << i << ": decode(ids, skip_special_tokens) differs");
+        CHECK(tok.decode(want, true) == expected[i]["decoded_skip_special"].get<std::string>());
+      }
+    }
+    CHECK(mismatched == 0);
+  }
+
+  SECTION("the whole corpus as one text encodes and decodes as Hugging Face does") {
+    const Tokenizer& tok = qwen3();
+    std::string text;
+    for (const std::string& line : corpus_lines()) text += line + "\n";
+    text.pop_back();
+    const json expected = json::parse(read_file(kFixtures + "/expected_text.json"));
+    const std::vector<TokenId> want = ids_of(expected["ids"]);
+    const std::vector<TokenId> got = tok.encode(text);
+    REQUIRE(got.size() == want.size());
+    std::size_t first_difference = got.size();
+    for (std::size_t i = 0; i < got.size() && first_difference == got.size(); ++i)
+      if (got[i] != want[i]) first_difference = i;
+    CHECK(first_difference == got.size());
+    CHECK(tok.decode(want) == expected["decoded"].get<std::string>());
+    CHECK(tok.decode(want, true) == expected["decoded_skip_special"].get<std::string>());
+  }
+
+  SECTION("the streaming detokenizer equals the one-shot decode at every prefix") {
+    const Tokenizer& tok = qwen3();
+    SECTION("the whole corpus' token stream, with and without special tokens") {
+      const json expected = json::parse(read_file(kFixtures + "/expected_text.json"));
+      check_stream_prefixes(tok, ids_of(expected["ids"]), expected["decoded"].get<std::string>(), false);
+      check_stream_prefixes(tok, ids_of(expected["ids"]), expected["decoded_skip_special"].get<std::string>(), true);
+    }
+    SECTION("each line: emitted text plus finish() is the decode of every prefix") {
+      const auto expected = read_jsonl(kFixtures + "/expected_lines.jsonl");
+      for (const json& e : expected) {
+        const std::vector<TokenId> ids = ids_of(e["ids"]);
+        StreamDecoder stream(tok);
+        std::string emitted;
+        for (std::size_t k = 0; k < ids.size(); ++k) {
+          emitted += stream.push(ids[k]);
+          StreamDecoder copy = stream;
+          const std::vector<TokenId> prefix(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k) + 1);
+          REQUIRE(emitted + copy.finish() == tok.decode(prefix));
+        }
+      }
+    }
+    SECTION("byte tokens that are not UTF-8, as Hugging Face decodes them") {
+      for (const json& c : json::parse(read_file(kFixtures + "/expected_decode.json"))) {
+        const std::vector<TokenId> ids = ids_of(c["ids"]);
+        INFO("ids " << c["ids"].dump());
+        CHECK(tok.decode(ids) == c["decoded"].get<std::string>());
+        CHECK(tok.decode(ids, true) == c["decoded_skip_special"].get<std::string>());
+        check_stream_prefixes(tok, ids, c["decoded"].get<std::string>(), false);
+        check_stream_prefixes(tok, ids, c["decoded_skip_special"].get<std::string>(), true);
       }
     }
   }
-  SECTION("byte tokens that are not UTF-8, as Hugging Face decodes them") {
-    for (const json& c : json::parse(read_file(kFixtures + "/expected_decode.json"))) {
-      const std::vector<TokenId> ids = ids_of(c["ids"]);
-      INFO("ids " << c["ids"].dump());
-      CHECK(tok.decode(ids) == c["decoded"].get<std::string>());
-      CHECK(tok.decode(ids, true) == c["decoded_skip_special"].get<std::string>());
-      check_stream_prefixes(tok, ids, c["decoded"].get<std::string>(), false);
-      check_stream_prefixes(tok, ids, c["decoded_skip_special"].get<std::string>(), true);
+
+  SECTION("invalid UTF-8: strict mode names the byte offset, lenient mode replaces with U+FFFD") {
+    const Tokenizer& tok = qwen3();
+    const json cases = json::parse(read_file(kFixtures + "/expected_invalid.json"));
+    REQUIRE(cases.size() >= 10);
+    for (const json& c : cases) {
+      std::string raw;
+      const std::string hex = c["hex"].get<std::string>();
+      for (std::size_t i = 0; i < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+      INFO("input " << hex);
+      const std::size_t offset = c["offset"].get<std::size_t>();
+      try {
+        (void)tok.encode(raw);
+        FAIL("strict encode accepted invalid UTF-8");
+      } catch (const qwen::tokenizer::InvalidUtf8& e) {
+        CHECK(e.byte_offset() == offset);
+        CHECK_THAT(e.what(), Catch::Contains("offset " + std::to_string(offset)));
+      }
+      CHECK(tok.encode(raw, Utf8Mode::Lenient) == ids_of(c["lenient_ids"]));
+      CHECK(tok.encode(c["lenient_text"].get<std::string>()) == ids_of(c["lenient_ids"]));
     }
   }
-}
 
-TEST_CASE("invalid UTF-8: strict mode names the byte offset, lenient mode replaces with U+FFFD", "[tokenizer][utf8]") {
-  const Tokenizer& tok = qwen3();
-  const json cases = json::parse(read_file(kFixtures + "/expected_invalid.json"));
-  REQUIRE(cases.size() >= 10);
-  for (const json& c : cases) {
-    std::string raw;
-    const std::string hex = c["hex"].get<std::string>();
-    for (std::size_t i = 0; i < hex.size(); i += 2) raw.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
-    INFO("input " << hex);
-    const std::size_t offset = c["offset"].get<std::size_t>();
-    try {
-      (void)tok.encode(raw);
-      FAIL("strict encode accepted invalid UTF-8");
-    } catch (const qwen::tokenizer::InvalidUtf8& e) {
-      CHECK(e.byte_offset() == offset);
-      CHECK_THAT(e.what(), Catch::Contains("offset " + std::to_string(offset)));
+  SECTION("decode refuses ids that name no token") {
+    const Tokenizer& tok = qwen3();
+    REQUIRE(tok.id_count() == 151669);
+    for (const TokenId bad : {-1, 151669, 1 << 30}) {
+      const std::vector<TokenId> ids{9707, bad};
+      INFO("id " << bad);
+      CHECK_THROWS_WITH(tok.decode(ids), Catch::Contains("token id " + std::to_string(bad) + " at index 1"));
+      StreamDecoder stream(tok);
+      CHECK(stream.push(9707) == "Hello");
+      CHECK_THROWS_AS(stream.push(bad), qwen::InvalidArgument);
+      CHECK(stream.push(9707) == "Hello");  // still usable
     }
-    CHECK(tok.encode(raw, Utf8Mode::Lenient) == ids_of(c["lenient_ids"]));
-    CHECK(tok.encode(c["lenient_text"].get<std::string>()) == ids_of(c["lenient_ids"]));
   }
-}
 
-TEST_CASE("decode refuses ids that name no token", "[tokenizer][errors]") {
-  const Tokenizer& tok = qwen3();
-  REQUIRE(tok.id_count() == 151669);
-  for (const TokenId bad : {-1, 151669, 1 << 30}) {
-    const std::vector<TokenId> ids{9707, bad};
-    INFO("id " << bad);
-    CHECK_THROWS_WITH(tok.decode(ids), Catch::Contains("token id " + std::to_string(bad) + " at index 1"));
-    StreamDecoder stream(tok);
-    CHECK(stream.push(9707) == "Hello");
-    CHECK_THROWS_AS(stream.push(bad), qwen::InvalidArgument);
-    CHECK(stream.push(9707) == "Hello");  // still usable
+  SECTION("special tokens and Qwen3's flags") {
+    const Tokenizer& tok = qwen3();
+    CHECK(tok.token_to_id("<|im_end|>") == 151645);
+    CHECK(tok.token_to_id("<think>") == 151667);
+    CHECK(tok.is_special(151645));
+    CHECK_FALSE(tok.is_special(151667));  // <think> is an added token, not a special one
+    CHECK(tok.encode("<|im_start|>user\nhi<|im_end|>") == std::vector<TokenId>{151644, 872, 198, 6023, 151645});
   }
-}
-
-TEST_CASE("special tokens and Qwen3's flags", "[tokenizer]") {
-  const Tokenizer& tok = qwen3();
-  CHECK(tok.token_to_id("<|im_end|>") == 151645);
-  CHECK(tok.token_to_id("<think>") == 151667);
-  CHECK(tok.is_special(151645));
-  CHECK_FALSE(tok.is_special(151667));  // <think> is an added token, not a special one
-  CHECK(tok.encode("<|im_start|>user\nhi<|im_end|>") == std::vector<TokenId>{151644, 872, 198, 6023, 151645});
 }

@@ -91,10 +91,9 @@ class Tokenizer {
   // Ids of `text`, added tokens included. See the top of the file for the UTF-8 modes.
   [[nodiscard]] std::vector<TokenId> encode(std::string_view text, Utf8Mode mode = Utf8Mode::Strict) const {
     std::string repaired;
-    if (const std::size_t bad = unicode::first_invalid(text); bad != std::string_view::npos) {
-      if (mode == Utf8Mode::Strict)
-        throw InvalidUtf8(bad, qwen::detail::cat("text is not valid UTF-8: byte 0x", hex(static_cast<unsigned char>(text[bad])),
-                                                 " at offset ", bad));
+    if (mode == Utf8Mode::Strict) {
+      check_utf8(text);
+    } else if (unicode::first_invalid(text) != std::string_view::npos) {
       unicode::append_lossy(repaired, text);
       text = repaired;
     }
@@ -105,6 +104,13 @@ class Tokenizer {
     added_.split(
         text, [&](std::string_view piece) { encode_plain(piece, ids, scratch); }, [&](TokenId id) { ids.push_back(id); });
     return ids;
+  }
+
+  // Throws InvalidUtf8 (with the offset of the first bad byte) unless `text` is well-formed UTF-8.
+  static void check_utf8(std::string_view text) {
+    if (const std::size_t bad = unicode::first_invalid(text); bad != std::string_view::npos)
+      throw InvalidUtf8(bad, qwen::detail::cat("text is not valid UTF-8: byte 0x", hex(static_cast<unsigned char>(text[bad])),
+                                               " at offset ", bad));
   }
 
   // The text of `ids`; with skip_special_tokens the ids of special added tokens are left out.
@@ -125,6 +131,12 @@ class Tokenizer {
                                    tokens_.size() - 1, ")");
     const Entry& e = tokens_[static_cast<std::size_t>(id)];
     if (!(skip_special_tokens && e.special)) out += e.bytes;
+  }
+
+  // Empties the word cache (benchmarks measure encoding without it); waits for an encode using it.
+  void clear_cache() const {
+    const std::lock_guard lock(cache_mutex_);
+    cache_.clear();
   }
 
   // One more than the largest id.
