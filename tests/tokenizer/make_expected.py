@@ -9,10 +9,14 @@ TOKENIZER_DIR defaults to ../shared/models/qwen3-tokenizer. Writes, beside this 
   expected_invalid.json byte strings that are not UTF-8: the offset of the first bad byte (Python's
                         strict decoder) and the ids of the lenient form (each maximal invalid
                         subpart replaced by U+FFFD, Python's errors="replace", then encoded by HF)
+  expected_fuzz.jsonl   4,000 short random strings over characters that stress the pre-tokenizer
+                        regex and NFC (kinds of whitespace, newlines, apostrophes, U+017F, digits,
+                        letters, combining marks, Hangul jamo, emoji, tags), with their ids
   expected_decode.json  id sequences whose bytes are not UTF-8 (single-byte tokens cut out of
                         characters), with HF's decode of each
 """
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -53,6 +57,18 @@ DECODE_BYTES = [b"\xe4\xbd\xa0", b"\xe4\xbd", b"\xe4A", b"\xf0\x9f\x98\x80\x80\x
                 b"a\xc3", b"\xc3\xa9\xc3", b"\xf0\x9f", b"\xf4\x90\x80\x80", b"\xe0\x80\xaf", b"\xc0\xaf", b"\xf0\x9f\x98 "]
 
 
+FUZZ_POOL = (list(" \t\n\r\x0b\x0c\u00a0\u3000\u2009\u2028\u0085") + ["'", "\u2019", '"'] +
+             ["'s", "'S", "'ll", "'LL", "'re", "'ve", "'m", "'d", "'t", "\u017f"] +
+             list("aZé1٣五²Ⅻ") + list("e\u0301\u0308\u0323\u1100\u1161\u11a8\uac00\u212b") +
+             list(".,!?-_()[]{}<>/\\#@$%^&*+=~`|;:") +
+             ["😀", "👍🏽", "\u200d", "\ufe0f", "中文", "ｶﾀ", "ＡＢ", "abc", "Hello", "123", "<think>", "<|im_end|>", "<|im_end"])
+
+
+def fuzz_strings(count):
+    rng = random.Random(4)
+    return ["".join(rng.choice(FUZZ_POOL) for _ in range(rng.randint(1, 12))) for _ in range(count)]
+
+
 def main():
     lines = [json.loads(l) for l in (here / "corpus.jsonl").read_text(encoding="utf-8").split("\n") if l]
     with (here / "expected_lines.jsonl").open("w", encoding="utf-8", newline="\n") as f:
@@ -71,6 +87,9 @@ def main():
         invalid.append({"hex": raw.hex(), "offset": offset, "lenient_text": lenient,
                         "lenient_ids": tok.encode(lenient, add_special_tokens=False).ids})
     (here / "expected_invalid.json").write_text(json.dumps(invalid, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    with (here / "expected_fuzz.jsonl").open("w", encoding="utf-8", newline="\n") as f:
+        for text in fuzz_strings(4000):
+            f.write(json.dumps({"text": text, "ids": tok.encode(text, add_special_tokens=False).ids}, ensure_ascii=False) + "\n")
     decode_cases = []
     for raw in DECODE_BYTES:
         ids = byte_token_ids(raw)

@@ -112,6 +112,19 @@ TEST_CASE("the Qwen3 tokenizer against Hugging Face tokenizers", "[tokenizer]") 
     CHECK(mismatched == 0);
   }
 
+  SECTION("random strings of regex- and NFC-sensitive characters encode as Hugging Face does") {
+    std::size_t mismatched = 0, count = 0;
+    for (const json& e : read_jsonl(kFixtures + "/expected_fuzz.jsonl")) {
+      ++count;
+      const std::vector<TokenId> got = qwen3().encode(e["text"].get<std::string>());
+      if (got != ids_of(e["ids"]) && ++mismatched <= 5) {
+        INFO(e["text"].dump() << "\n  got  " << json(got).dump() << "\n  want " << e["ids"].dump());
+        CHECK(got == ids_of(e["ids"]));
+      }
+    }
+    CHECK(count == 4000);
+    CHECK(mismatched == 0);
+  }
   SECTION("the whole corpus as one text encodes and decodes as Hugging Face does") {
     const Tokenizer& tok = qwen3();
     std::string text;
