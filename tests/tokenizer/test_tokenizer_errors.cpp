@@ -128,6 +128,8 @@ TEST_CASE("malformed tokenizer.json content is refused with the field and value"
       {"no model", [](json& j) { j.erase("model"); }, "required field 'model' is missing"},
       {"vocab not an object", [](json& j) { j["model"]["vocab"] = json::array(); }, "field 'vocab' must be an object"},
       {"negative id", [](json& j) { j["model"]["vocab"]["ab"] = -3; }, "model.vocab: token \"ab\" has id -3"},
+      {"huge id", [](json& j) { j["model"]["vocab"]["ab"] = 1 << 24; }, "model.vocab: token \"ab\" has id 16777216, expected an integer in [0, 16777215]"},
+      {"huge added id", [](json& j) { j["added_tokens"][0]["id"] = 1u << 31; }, "added_tokens[0]: field 'id' must be an integer in [0, 16777215]"},
       {"id as text", [](json& j) { j["model"]["vocab"]["ab"] = "256"; }, "model.vocab: token \"ab\" has id \"256\""},
       {"duplicate id", [](json& j) { j["model"]["vocab"]["abc"] = 256; }, "id 256 is used by"},
       {"missing byte", [](json& j) { j["model"]["vocab"].erase("a"); }, "no token for byte 0x61"},

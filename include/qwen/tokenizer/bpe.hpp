@@ -18,6 +18,9 @@
 namespace qwen::tokenizer {
 
 using TokenId = std::int32_t;
+// Largest id a tokenizer.json may use: ids index dense tables, so a stray huge id must be an error,
+// not a multi-gigabyte allocation. Qwen3's largest is 151668.
+inline constexpr TokenId kMaxTokenId = (1 << 24) - 1;
 
 // The merge table: (left id, right id) -> (rank, merged id).
 class MergeTable {
@@ -34,17 +37,14 @@ class MergeTable {
   // Hugging Face, where the first occurrence wins).
   bool insert(TokenId left, TokenId right, std::uint32_t rank, TokenId merged) {
     if ((size_ + 1) * 2 > slots_.size()) rehash(slots_.size());
-    Slot& slot = find_slot(key(left, right));
+    Slot& slot = slots_[slot_index(key(left, right))];
     if (slot.merge.rank != kNoMerge) return false;
     slot.key = key(left, right);
     slot.merge = {rank, merged};
     ++size_;
     return true;
   }
-  [[nodiscard]] Merge find(TokenId left, TokenId right) const noexcept {
-    const Slot& slot = const_cast<MergeTable*>(this)->find_slot(key(left, right));
-    return slot.merge;
-  }
+  [[nodiscard]] Merge find(TokenId left, TokenId right) const noexcept { return slots_[slot_index(key(left, right))].merge; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
 
  private:
@@ -55,11 +55,13 @@ class MergeTable {
   static std::uint64_t key(TokenId l, TokenId r) noexcept {
     return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32) | static_cast<std::uint32_t>(r);
   }
-  Slot& find_slot(std::uint64_t k) noexcept {
+  // The slot holding key k, or the empty slot where it would go (linear probing; the table is
+  // at most half full, so an empty slot is always found).
+  [[nodiscard]] std::size_t slot_index(std::uint64_t k) const noexcept {
     std::size_t i = static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ull) >> shift_);
     const std::size_t mask = slots_.size() - 1;
     while (slots_[i].merge.rank != kNoMerge && slots_[i].key != k) i = (i + 1) & mask;
-    return slots_[i];
+    return i;
   }
   void rehash(std::size_t at_least) {
     std::size_t capacity = 16;
@@ -69,7 +71,7 @@ class MergeTable {
     slots_.assign(capacity, Slot{});
     shift_ = 64 - bits;
     for (const Slot& s : old)
-      if (s.merge.rank != kNoMerge) find_slot(s.key) = s;
+      if (s.merge.rank != kNoMerge) slots_[slot_index(s.key)] = s;
   }
 
   std::vector<Slot> slots_;

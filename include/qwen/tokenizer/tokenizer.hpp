@@ -11,7 +11,8 @@
 //                by U+FFFD as Rust's from_utf8_lossy does. An id that names no token is an
 //                InvalidArgument (Hugging Face silently drops it; a server should refuse it).
 //
-// A Tokenizer is immutable after construction and may be shared between threads. The word cache
+// A Tokenizer is immutable after construction and may be shared between threads (it is neither
+// copied nor moved: hold it by reference or smart pointer). The word cache
 // is taken with try_lock: a thread that finds it busy encodes without it (same ids, slower).
 #pragma once
 
@@ -60,6 +61,7 @@ class Tokenizer {
       if (e.present && e.text != t.content)
         throw_error<FormatError>(file, ": added token \"", t.content, "\" has id ", t.id, ", which is \"", e.text, "\" already");
       e = {t.content, byte_level::decode_token(t.content), true, t.special};
+      added_ids_.emplace(t.content, t.id);
     }
     for (unsigned b = 0; b < 256; ++b) {
       const std::string symbol = byte_level::utf8_of_small(byte_level::char_of_byte(static_cast<std::uint8_t>(b)));
@@ -143,9 +145,8 @@ class Tokenizer {
   [[nodiscard]] std::size_t id_count() const noexcept { return tokens_.size(); }
   // The id of a token as written in the vocabulary or the added tokens, if any.
   [[nodiscard]] std::optional<TokenId> token_to_id(std::string_view token) const {
+    if (const auto it = added_ids_.find(std::string(token)); it != added_ids_.end()) return it->second;
     if (const auto it = vocab_.find(std::string(token)); it != vocab_.end()) return it->second;
-    for (std::size_t id = 0; id < tokens_.size(); ++id)
-      if (tokens_[id].present && tokens_[id].text == token) return static_cast<TokenId>(id);
     return std::nullopt;
   }
   [[nodiscard]] bool is_special(TokenId id) const {
@@ -209,6 +210,7 @@ class Tokenizer {
   bool ignore_merges_;
   std::vector<Entry> tokens_;                            // by id
   std::unordered_map<std::string, TokenId> vocab_;       // model vocabulary only
+  std::unordered_map<std::string, TokenId> added_ids_;   // added tokens
   std::array<TokenId, 256> byte_ids_{};                  // byte -> id of its byte-level symbol
   MergeTable merges_;
   AddedTokenMatcher added_;

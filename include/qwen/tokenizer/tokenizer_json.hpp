@@ -101,10 +101,9 @@ inline void parse_model(const io::JsonObject& root, TokenizerSpec& spec) {
   if (!vocab || !vocab->is_object()) model->bad_type("vocab", vocab ? *vocab : io::json(), "an object {token: id}");
   spec.vocab.reserve(vocab->size());
   for (auto it = vocab->begin(); it != vocab->end(); ++it) {
-    if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 ||
-        it.value().get<std::int64_t>() > std::numeric_limits<TokenId>::max() / 2)
+    if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 || it.value().get<std::int64_t>() > kMaxTokenId)
       throw_error<FormatError>(file, ": model.vocab: token \"", it.key(), "\" has id ", io::json_preview(it.value()),
-                               ", expected an integer in [0, ", std::numeric_limits<TokenId>::max() / 2, "]");
+                               ", expected an integer in [0, ", kMaxTokenId, "]");
     spec.vocab.emplace_back(it.key(), static_cast<TokenId>(it.value().get<std::int64_t>()));
   }
 
@@ -135,7 +134,7 @@ inline void parse_added_tokens(const io::JsonObject& root, TokenizerSpec& spec) 
   for (std::size_t i = 0; i < list->size(); ++i) {
     const io::JsonObject t((*list)[i], qwen::detail::cat(spec.source, ": added_tokens[", i, "]"));
     AddedToken token;
-    token.id = static_cast<TokenId>(t.integer("id", 0, std::numeric_limits<TokenId>::max() / 2));
+    token.id = static_cast<TokenId>(t.integer("id", 0, kMaxTokenId));
     token.content = t.string("content");
     if (token.content.empty()) throw_error<FormatError>(t.file(), ": content is empty");
     token.special = t.optional_boolean("special").value_or(false);

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -67,7 +68,7 @@ struct SequenceScan {
   while (i < s.size()) {
     if (i + 8 <= s.size()) {
       std::uint64_t word;
-      __builtin_memcpy(&word, s.data() + i, 8);
+      std::memcpy(&word, s.data() + i, 8);
       if ((word & 0x8080808080808080ull) == 0) {
         i += 8;
         continue;
