@@ -130,6 +130,8 @@ TEST_CASE("malformed tokenizer.json content is refused with the field and value"
       {"negative id", [](json& j) { j["model"]["vocab"]["ab"] = -3; }, "model.vocab: token \"ab\" has id -3"},
       {"huge id", [](json& j) { j["model"]["vocab"]["ab"] = 1 << 24; }, "model.vocab: token \"ab\" has id 16777216, expected an integer in [0, 16777215]"},
       {"huge added id", [](json& j) { j["added_tokens"][0]["id"] = 1u << 31; }, "added_tokens[0]: field 'id' must be an integer in [0, 16777215]"},
+      {"token not UTF-8", [](json& j) { j["model"]["vocab"]["\xE4\xBD"] = 300; }, "model.vocab: the token with id 300 is not valid UTF-8"},
+      {"added token not UTF-8", [](json& j) { j["added_tokens"][0]["content"] = "<\xFF>"; }, "added_tokens[0]: content is not valid UTF-8"},
       {"id as text", [](json& j) { j["model"]["vocab"]["ab"] = "256"; }, "model.vocab: token \"ab\" has id \"256\""},
       {"duplicate id", [](json& j) { j["model"]["vocab"]["abc"] = 256; }, "id 256 is used by"},
       {"missing byte", [](json& j) { j["model"]["vocab"].erase("a"); }, "no token for byte 0x61"},

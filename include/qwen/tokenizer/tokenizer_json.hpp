@@ -104,6 +104,9 @@ inline void parse_model(const io::JsonObject& root, TokenizerSpec& spec) {
     if (!it.value().is_number_integer() || it.value().get<std::int64_t>() < 0 || it.value().get<std::int64_t>() > kMaxTokenId)
       throw_error<FormatError>(file, ": model.vocab: token \"", it.key(), "\" has id ", io::json_preview(it.value()),
                                ", expected an integer in [0, ", kMaxTokenId, "]");
+    // Parsed JSON text is valid UTF-8, but a json built in code need not be; the decoder relies on it.
+    if (unicode::first_invalid(it.key()) != std::string_view::npos)
+      throw_error<FormatError>(file, ": model.vocab: the token with id ", io::json_preview(it.value()), " is not valid UTF-8");
     spec.vocab.emplace_back(it.key(), static_cast<TokenId>(it.value().get<std::int64_t>()));
   }
 
@@ -137,6 +140,7 @@ inline void parse_added_tokens(const io::JsonObject& root, TokenizerSpec& spec) 
     token.id = static_cast<TokenId>(t.integer("id", 0, kMaxTokenId));
     token.content = t.string("content");
     if (token.content.empty()) throw_error<FormatError>(t.file(), ": content is empty");
+    if (unicode::first_invalid(token.content) != std::string_view::npos) throw_error<FormatError>(t.file(), ": content is not valid UTF-8");
     token.special = t.optional_boolean("special").value_or(false);
     for (const char* flag : {"single_word", "lstrip", "rstrip", "normalized"})
       if (t.optional_boolean(flag).value_or(false))
