@@ -2,7 +2,9 @@
 // written by make_expected.py with the reference library (see its header); nothing here is
 // produced by the code under test. The real Qwen3 tokenizer.json is parsed once per executable.
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -194,6 +196,30 @@ TEST_CASE("the Qwen3 tokenizer against Hugging Face tokenizers", "[tokenizer]") 
       }
       CHECK(tok.encode(raw, Utf8Mode::Lenient) == ids_of(c["lenient_ids"]));
       CHECK(tok.encode(c["lenient_text"].get<std::string>()) == ids_of(c["lenient_ids"]));
+    }
+  }
+
+  SECTION("random bytes: lenient encode then decode gives back the repaired, NFC-normalised text") {
+    // Byte-level BPE loses nothing after normalisation: decode(encode(x)) == NFC(x) for valid x.
+    // The reference for NFC is utf8proc on the whole string; the repaired text must be valid.
+    const unsigned char pool[] = {'a', 'Z', ' ', '\n', '\r', '\t', '\'', 's', '1', '<', '|', '>', 0x80, 0xBF, 0xC3, 0xA9,
+                                  0xCC, 0x81, 0xE4, 0xBD, 0xA0, 0xF0, 0x9F, 0x98, 0xFF, 0xED, 0xE1, 0x84};
+    std::uint32_t state = 12345;
+    const auto next = [&] { return state = state * 1664525u + 1013904223u, state >> 8; };
+    for (int n = 0; n < 3000; ++n) {
+      std::string raw;
+      for (std::uint32_t k = next() % 24; k > 0; --k) raw += static_cast<char>(pool[next() % sizeof pool]);
+      if (next() % 4 == 0) raw.insert(next() % (raw.size() + 1), "<|im_end|>");
+      const std::vector<TokenId> ids = qwen3().encode(raw, Utf8Mode::Lenient);
+      std::string repaired;
+      qwen::tokenizer::unicode::append_lossy(repaired, raw);
+      REQUIRE(qwen::tokenizer::unicode::first_invalid(repaired) == std::string::npos);
+      utf8proc_uint8_t* nfc = utf8proc_NFC(reinterpret_cast<const utf8proc_uint8_t*>(repaired.c_str()));
+      REQUIRE(nfc != nullptr);
+      const std::string expected(reinterpret_cast<const char*>(nfc));
+      std::free(nfc);
+      INFO(json(repaired).dump());
+      REQUIRE(qwen3().decode(ids) == expected);
     }
   }
 
