@@ -34,3 +34,9 @@
 #include "qwen/sampling/philox.hpp"
 #include "qwen/sampling/row_sampler.hpp"
 #include "qwen/sampling/sampler.hpp"
+// The tokenizer needs utf8proc (link qwen::tokenizer); it is part of the umbrella only where
+// utf8proc's header is available, so that qwen::qwen alone stays usable without it.
+#if __has_include(<utf8proc.h>)
+#include "qwen/tokenizer/stream_decoder.hpp"
+#include "qwen/tokenizer/tokenizer.hpp"
+#endif

@@ -26,10 +26,12 @@ run(${CMAKE_COMMAND} -S "${consumer_src}" -B "${WORK_DIR}/package" -DQWEN_CONSUM
     "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix")
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/package")
 run("${WORK_DIR}/package/consumer")
+run("${WORK_DIR}/package/consumer_tokenizer")
 
 # 2. add_subdirectory of the source tree (qwen's tests, examples and benchmarks stay off).
 run(${CMAKE_COMMAND} -S "${consumer_src}" -B "${WORK_DIR}/subdirectory" -DQWEN_CONSUMER_MODE=subdirectory
     "-DQWEN_SOURCE_DIR=${QWEN_SOURCE_DIR}" -DQWEN_CUDA=OFF)
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/subdirectory")
 run("${WORK_DIR}/subdirectory/consumer")
+run("${WORK_DIR}/subdirectory/consumer_tokenizer")
 message(STATUS "consumer test: find_package and add_subdirectory both work")
