@@ -2,6 +2,13 @@
 //   qwen-tokenize --tokenizer DIR            UTF-8 text on stdin -> one JSON array of ids
 //   qwen-tokenize --tokenizer DIR --jsonl    one JSON string per line -> one JSON array per line
 //   qwen-tokenize --tokenizer DIR --decode   a JSON array of ids on stdin -> the text
+//   qwen-tokenize --tokenizer DIR --chat     an OpenAI chat request (JSON object: messages, tools,
+//                                            add_generation_prompt (default true),
+//                                            chat_template_kwargs) -> the rendered prompt's ids
+//     --chat --text   prints the rendered prompt as a JSON string instead of its ids
+//     --chat --jsonl  one request per input line, one result per output line
+//   The chat template is the one in DIR's tokenizer_config.json (or chat_template.jinja) and must
+//   be a variant qwen implements (include/qwen/chat/chat_template.hpp).
 // DIR holds tokenizer.json (a path to the file itself also works). Invalid UTF-8 input is an
 // error naming the byte offset unless --lenient, which replaces it with U+FFFD; --skip-special
 // leaves special tokens out of --decode. Any problem: the error on stderr, exit status 1 (a
@@ -12,11 +19,13 @@
 #include <filesystem>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+#include <qwen/chat/chat_template.hpp>
 #include <qwen/io/json_file.hpp>
 #include <qwen/tokenizer/tokenizer.hpp>
 
@@ -40,24 +49,62 @@ std::string read_stdin() {
   return s.str();
 }
 
+// The rendered prompt of one chat request text (its object keys kept in their order: the
+// template's tojson prints tools as given).
+std::string render_chat(const std::string& text, const std::string& where, const qwen::chat::ChatTemplate& chat_template) {
+  return qwen::chat::render(qwen::io::parse_json_strict<nlohmann::ordered_json>(text, where, "input"), chat_template);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"qwen-tokenize: encode text to Qwen3 token ids, or decode ids to text"};
   std::filesystem::path dir;
-  bool jsonl = false, decode = false, lenient = false, skip_special = false;
+  bool jsonl = false, decode = false, lenient = false, skip_special = false, chat = false, text_only = false;
   app.add_option("--tokenizer", dir, "directory with tokenizer.json (or the file)")->required();
   app.add_flag("--jsonl", jsonl, "read one JSON string per line, print one JSON array of ids per line");
   app.add_flag("--decode", decode, "read a JSON array of ids, print the text");
   app.add_flag("--lenient", lenient, "replace invalid UTF-8 input with U+FFFD instead of failing");
   app.add_flag("--skip-special", skip_special, "with --decode: leave special tokens out");
+  app.add_flag("--chat", chat, "read an OpenAI chat request, print the ids of the prompt its chat template renders");
+  app.add_flag("--text", text_only, "with --chat: print the rendered prompt as a JSON string instead of ids");
   CLI11_PARSE(app, argc, argv);
   try {
     if (jsonl && decode) throw qwen::InvalidArgument("--jsonl and --decode cannot be combined");
     if (skip_special && !decode) throw qwen::InvalidArgument("--skip-special applies to --decode only");
+    if (chat && decode) throw qwen::InvalidArgument("--chat and --decode cannot be combined");
+    if (text_only && !chat) throw qwen::InvalidArgument("--text applies to --chat only");
     const auto mode = lenient ? qwen::tokenizer::Utf8Mode::Lenient : qwen::tokenizer::Utf8Mode::Strict;
     std::ios::sync_with_stdio(false);
-    if (decode) {
+    if (chat) {
+      // The template's directory: DIR, or the directory of the tokenizer.json named by DIR.
+      const std::filesystem::path template_dir = std::filesystem::is_regular_file(dir) ? dir.parent_path() : dir;
+      const auto chat_template = qwen::chat::ChatTemplate::from_directory(template_dir);
+      std::optional<Tokenizer> tokenizer;
+      if (!text_only) tokenizer.emplace(qwen::tokenizer::read_tokenizer_json(dir));
+      const auto result = [&](const std::string& text, const std::string& where) {
+        const std::string prompt = render_chat(text, where, chat_template);
+        return text_only ? nlohmann::json(prompt).dump() : ids_to_json(tokenizer->encode(prompt, qwen::tokenizer::Utf8Mode::Strict));
+      };
+      std::string out;  // all or nothing: no partial output before an error
+      if (!jsonl) {
+        out = result(read_stdin(), "stdin") + '\n';
+      } else {
+        std::string line;
+        for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+          const std::string where = "stdin line " + std::to_string(n);
+          if (line.find_first_not_of(" \t\r") == std::string::npos)
+            throw qwen::InvalidArgument(where + ": empty line (expected one chat request per line)");
+          try {
+            out += result(line, where) + '\n';
+          } catch (const qwen::Error& e) {  // name the line whatever went wrong in it
+            const std::string what = e.what();
+            throw qwen::InvalidArgument(what.starts_with(where) ? what : where + ": " + what);
+          }
+        }
+      }
+      std::cout << out;
+    } else if (decode) {
       // Input first: a malformed list fails before the 11 MB tokenizer.json is read.
       const qwen::io::json ids = qwen::io::parse_json_strict(read_stdin(), "stdin", "input");
       if (!ids.is_array()) throw qwen::InvalidArgument("stdin: expected a JSON array of token ids, got " + qwen::io::json_preview(ids));

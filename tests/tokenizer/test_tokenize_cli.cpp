@@ -105,3 +105,73 @@ TEST_CASE("qwen-tokenize refuses bad input with a message and exit status 1", "[
   REQUIRE(invalid[0]["hex"] == "616263ff646566");
   CHECK(json::parse(lenient.out) == invalid[0]["lenient_ids"]);
 }
+
+// --chat: the requests of tests/chat/expected_renders.json (160 renders by transformers'
+// apply_chat_template) give transformers' ids (expected_chat_ids.jsonl, made by
+// tests/chat/make_expected_chat_ids.py) and, with --text, transformers' rendered text.
+TEST_CASE("qwen-tokenize --chat gives transformers' apply_chat_template ids and text", "[tokenize-cli]") {
+  qwen::testing::ScratchDir dir("tokenize-chat");
+  // ordered_json: the requests' key order is part of what the template renders (tools via tojson).
+  const auto renders = nlohmann::ordered_json::parse(qwen::testing::read_file(QWEN_CHAT_TEST_DIR "/expected_renders.json"))["renders"];
+  const auto expected_ids = lines_of(qwen::testing::read_file(QWEN_CHAT_TEST_DIR "/expected_chat_ids.jsonl"));
+  REQUIRE(renders.size() == expected_ids.size());
+  REQUIRE(renders.size() >= 60);
+  std::string requests;
+  for (const auto& c : renders) requests += c["request"].dump() + "\n";
+  qwen::testing::write_file(dir / "requests.jsonl", requests);
+
+  const auto ids = run_process(tool(" --chat --jsonl < " + shell_quote((dir / "requests.jsonl").string())));
+  REQUIRE(ids.exited);
+  INFO(ids.err);
+  REQUIRE(ids.status == 0);
+  const auto got = lines_of(ids.out);
+  REQUIRE(got.size() == renders.size());
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const json want = json::parse(expected_ids[i]);
+    INFO("request " << i << ": " << want["name"]);
+    REQUIRE(want["name"].get<std::string>() == renders[i]["name"].get<std::string>());
+    CHECK(json::parse(got[i]) == want["ids"]);
+  }
+
+  const auto text = run_process(tool(" --chat --text --jsonl < " + shell_quote((dir / "requests.jsonl").string())));
+  REQUIRE(text.exited);
+  REQUIRE(text.status == 0);
+  const auto rendered = lines_of(text.out);
+  REQUIRE(rendered.size() == renders.size());
+  for (std::size_t i = 0; i < rendered.size(); ++i) {
+    INFO("request " << i << ": " << renders[i]["name"]);
+    CHECK(json::parse(rendered[i]).get<std::string>() == renders[i]["expected"].get<std::string>());
+  }
+
+  // One request on stdin (not --jsonl): a pretty-printed object over several lines.
+  qwen::testing::write_file(dir / "one.json", renders[5]["request"].dump(2));
+  const auto one = run_process(tool(" --chat < " + shell_quote((dir / "one.json").string())));
+  REQUIRE(one.exited);
+  REQUIRE(one.status == 0);
+  CHECK(json::parse(one.out) == json::parse(expected_ids[5])["ids"]);
+}
+
+TEST_CASE("qwen-tokenize --chat refuses bad requests naming the message and field", "[tokenize-cli]") {
+  qwen::testing::ScratchDir dir("tokenize-chat");
+  struct Case {
+    std::string input, flags, message;
+  };
+  const Case cases[] = {
+      {R"({"messages": [{"role": "bogus", "content": "x"}]})", " --chat", "messages[0].role"},
+      {R"({"messages": [{"role": "user", "content": "a"}, {"role": "user"}]})", " --chat", "messages[1]"},
+      {R"({"messages": {"role": "user"}})", " --chat", "messages"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n[1]\n", " --chat --jsonl", "stdin line 2"},
+      {"{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}]}\n\n", " --chat --jsonl", "stdin line 2: empty line"},
+      {"{}", " --chat --decode", "--chat and --decode cannot be combined"},
+      {"x", " --text", "--text applies to --chat only"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.flags << " " << c.input);
+    qwen::testing::write_file(dir / "input", c.input);
+    const auto r = run_process(tool(c.flags + " < " + shell_quote((dir / "input").string())));
+    REQUIRE(r.exited);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains(c.message));
+    CHECK(r.out.empty());  // all or nothing
+  }
+}
