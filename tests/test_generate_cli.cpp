@@ -121,6 +121,10 @@ TEST_CASE("generate: a seed replays a sampled run, another seed gives another on
   CHECK(first.ids != other.ids);  // checked once: seeds 7 and 8 differ at the first token
   CHECK(first.ids != ref.greedy);
   CHECK(first.err.empty());  // a given seed is not reported
+  for (const char* threads : {" --threads 1", " --threads 3"}) {
+    INFO(threads);
+    CHECK(run_json(args + " --seed 7" + threads).ids == first.ids);  // the draw does not depend on the thread count
+  }
 
   // Without --seed the drawn seed is printed on stderr, and passing it replays the run.
   const Generation unseeded = run_json(args);
