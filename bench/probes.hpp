@@ -1,10 +1,13 @@
 // Speed-of-light probes measured in the benchmark's own process, so that every figure can be
 // reported as a fraction of what this machine can do right now:
-//   read_bandwidth():  bytes/s of a vectorised sum over a buffer far larger than the caches,
-//                      on every thread of the pool (the floor for decode, which streams weights)
+//   read_bandwidth():  bytes/s of a vectorised sum over a 1 GiB buffer (far larger than the
+//                      caches), on every thread of the pool (the floor for decode, which streams
+//                      weights); best of 3 passes
 //   bf16_dot_peak():   flop/s of independent AVX-512 BF16 dot products (vdpbf16ps) on registers,
-//                      on every thread (2 flops per bf16 pair: the ceiling for prefill)
-// Both take the best of several repetitions.
+//                      on every thread (2 flops per bf16 pair: the ceiling for prefill); best of 3
+// Neither is cached: on a shared machine the bandwidth moves by a third between minutes, so a
+// benchmark probes right before and right after its timed loop and divides by the larger value
+// (bracket_probe), which keeps the fraction from flattering the code.
 #pragma once
 
 #include <algorithm>
@@ -27,17 +30,19 @@ inline double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-inline double read_bandwidth(kernels::cpu::ThreadPool& pool, std::size_t bytes = std::size_t{2} << 30) {
-  static double cached = 0;
-  if (cached > 0) return cached;
-  const std::size_t count = bytes / sizeof(float);
-  std::unique_ptr<float[]> buffer(new float[count]);
-  pool.parallel_for(static_cast<std::int64_t>(count), 1 << 20, [&](std::int64_t b, std::int64_t e) {
-    for (std::int64_t i = b; i < e; ++i) buffer[static_cast<std::size_t>(i)] = static_cast<float>(i & 7);
-  });
+inline double read_bandwidth(kernels::cpu::ThreadPool& pool) {
+  constexpr std::size_t bytes = std::size_t{1} << 30;
+  constexpr std::size_t count = bytes / sizeof(float);
+  static const std::unique_ptr<float[]> buffer = [&] {  // made and touched once per process
+    std::unique_ptr<float[]> b(new float[count]);
+    pool.parallel_for(static_cast<std::int64_t>(count), 1 << 20, [&](std::int64_t begin, std::int64_t end) {
+      for (std::int64_t i = begin; i < end; ++i) b[static_cast<std::size_t>(i)] = static_cast<float>(i & 7);
+    });
+    return b;
+  }();
   std::atomic<float> sink{0};
   double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
+  for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(static_cast<std::int64_t>(count), 1 << 20, [&](std::int64_t b, std::int64_t e) {
       float acc[16] = {};
@@ -50,13 +55,11 @@ inline double read_bandwidth(kernels::cpu::ThreadPool& pool, std::size_t bytes =
     });
     best = std::max(best, static_cast<double>(bytes) / seconds_since(t0));
   }
-  return cached = best;
+  return best;
 }
 
 inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
 #if defined(__AVX512BF16__)
-  static double cached = 0;
-  if (cached > 0) return cached;
   constexpr std::int64_t iterations = 20'000'000;
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
@@ -85,11 +88,19 @@ inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
     const double flops = static_cast<double>(pool.size()) * static_cast<double>(iterations / 12 * 12) * 32 * 2;
     best = std::max(best, flops / seconds_since(t0));
   }
-  return cached = best;
+  return best;
 #else
   (void)pool;
   return 0;  // no BF16 dot-product instructions on this target: no peak to compare with
 #endif
+}
+
+// The larger of a probe run right before and right after timed().
+template <class Probe, class Timed>
+double bracket_probe(Probe&& probe, Timed&& timed) {
+  const double before = probe();
+  timed();
+  return std::max(before, probe());
 }
 
 }  // namespace qwen::bench
