@@ -151,6 +151,18 @@ TEST_CASE("sampled frequencies match the filtered distribution (chi-square, p = 
   std::vector<float> tied = test_logits(400, 10, 0.5f);
   for (std::size_t i = 0; i < tied.size(); ++i) tied[i] = std::round(tied[i] * 4) / 4;  // many exact ties
   add("vocab 400 with ties, top_p 0.5", tied, [](SamplingParams& p) { p.top_p = 0.5; });
+  // Masked rows (-inf logits) and a vocabulary that is not a multiple of any vector width.
+  std::vector<float> masked = test_logits(403, 11, 0.5f);
+  for (std::size_t i = 0; i < masked.size(); i += 9) masked[i] = -std::numeric_limits<float>::infinity();
+  add("vocab 403 masked, top_k 300 + min_p 0.05", masked, [](SamplingParams& p) { p.top_k = 300, p.min_p = 0.05; });
+  add("vocab 403 masked, top_p 0.7 + min_p 0.05, T 0.8", masked, [](SamplingParams& p) { p.top_p = 0.7, p.min_p = 0.05, p.temperature = 0.8; });
+  // A huge temperature: uniform over the unmasked tokens (-inf must stay excluded, not become NaN).
+  add("vocab 403 masked, T 1e46, top_k 300", masked, [](SamplingParams& p) { p.temperature = 1e46, p.top_k = 300; });
+  // top_k above the number of tokens that can be drawn: the cut falls among the zero-mass tokens.
+  std::vector<float> few = test_logits(403, 12, 0.5f);
+  for (std::size_t i = 50; i < few.size(); ++i) few[i] = -std::numeric_limits<float>::infinity();
+  add("vocab 403, 50 unmasked, top_k 300", few, [](SamplingParams& p) { p.top_k = 300; });
+  add("vocab 403, 50 unmasked, top_k 300 + top_p 0.9", few, [](SamplingParams& p) { p.top_k = 300, p.top_p = 0.9; });
 
   constexpr int draws = 200000;
   RowScratch scratch;

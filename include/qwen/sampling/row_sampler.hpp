@@ -140,11 +140,14 @@ inline float checked_row_max(std::span<const float> row, const std::string& wher
   return m.max;
 }
 
-// The tokens of histogram bucket b, in rank order.
+// The tokens of histogram bucket b with mass, in rank order. Tokens whose e is 0 (-inf logits,
+// or exp underflowed) are left out: they can never be drawn, and bucket 0, which holds them all,
+// could otherwise be most of the vocabulary to sort (a masked row with top_k above the count of
+// unmasked tokens). A bucket may therefore hold fewer items than its count.
 inline void collect_bucket(std::span<const float> row, const float* e, int b, std::vector<Candidate>& items) {
   items.clear();
   for (std::size_t i = 0; i < row.size(); ++i)
-    if (scan::bucket_of(e[i]) == b) items.push_back({row[i], static_cast<std::int32_t>(i)});
+    if (e[i] > 0 && scan::bucket_of(e[i]) == b) items.push_back({row[i], static_cast<std::int32_t>(i)});
   std::sort(items.begin(), items.end(), ranks_before);
 }
 
@@ -206,7 +209,8 @@ inline void prepare_full(std::span<const float> row, float max, const SamplingPa
       cut_bucket = b;
       cut_keep = p.top_k - above;
       const auto& items = items_of(b);
-      for (std::int64_t j = 0; j < cut_keep; ++j) mass_above += s.e[static_cast<std::size_t>(items[static_cast<std::size_t>(j)].token)];
+      const std::int64_t with_mass = std::min(cut_keep, static_cast<std::int64_t>(items.size()));
+      for (std::int64_t j = 0; j < with_mass; ++j) mass_above += s.e[static_cast<std::size_t>(items[static_cast<std::size_t>(j)].token)];
       kept_mass = mass_above;
     }
     if (top_p) {
@@ -219,7 +223,7 @@ inline void prepare_full(std::span<const float> row, float max, const SamplingPa
           continue;
         }
         const auto& items = items_of(b);
-        const auto limit = last ? cut_keep : static_cast<std::int64_t>(items.size());
+        const auto limit = last ? std::min(cut_keep, static_cast<std::int64_t>(items.size())) : static_cast<std::int64_t>(items.size());
         std::int64_t keep = 0;
         while (keep < limit && before < target) before += s.e[static_cast<std::size_t>(items[static_cast<std::size_t>(keep++)].token)];
         if (keep < limit || !last) {  // top_p cuts here (earlier than top_k, or top_k is off)
@@ -331,7 +335,8 @@ inline std::int32_t draw_top_p(std::span<const float> row, float max, const Samp
 inline void prepare(std::span<const float> row, float max, const SamplingParams& p, RowScratch& s) {
   const auto n = static_cast<std::int64_t>(row.size());
   s.reserve(n);
-  const double inv_t = 1.0 / p.temperature;
+  // Clamped so that a huge temperature still maps -inf to e = 0: (-inf - max) * 0 would be NaN.
+  const double inv_t = std::max(1.0 / p.temperature, static_cast<double>(std::numeric_limits<float>::min()));
   const std::int64_t k = p.top_k > 0 && p.top_k < n ? p.top_k : n;  // tokens top_k lets through
   if (k <= candidate_limit)  // a small top_k, or a small vocabulary (then the heap is a sort)
     prepare_candidates(row, k, p, inv_t, s);
@@ -353,7 +358,8 @@ inline std::int32_t draw_token(std::span<const float> row, float max, const Samp
     prepare(row, max, p, s);
     return draw_prepared(s, n, uniform_draw(seed, step));
   }
-  const double inv_t = 1.0 / p.temperature;
+  // Clamped so that a huge temperature still maps -inf to e = 0: (-inf - max) * 0 would be NaN.
+  const double inv_t = std::max(1.0 / p.temperature, static_cast<double>(std::numeric_limits<float>::min()));
   const double total = scan::exp_scaled(row.data(), n, max, static_cast<float>(inv_t), s.e.data(), s.block_sum.data());
   return draw_top_p(row, max, p, inv_t, total, seed, step, s);
 }
