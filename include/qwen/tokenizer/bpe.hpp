@@ -6,9 +6,11 @@
 // id pair in an open-addressing table, so no strings are built while encoding.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -79,10 +81,13 @@ class MergeTable {
   std::size_t size_ = 0;
 };
 
-// Merges `symbols` in place (the initial per-byte ids of one word) and leaves the token ids.
-// Quadratic in the word length in the worst case, but over small integer arrays: each round scans
-// the cached pair ranks for the minimum and recomputes only the two pairs the merge touched.
-inline void bpe_merge(std::vector<TokenId>& symbols, const MergeTable& merges, std::vector<std::uint32_t>& ranks) {
+// Merges `symbols` in place (the initial per-byte ids of one word) and leaves the token ids:
+// repeatedly the adjacent pair with the lowest merge rank, the leftmost among equal ranks.
+//
+// bpe_merge_scan is that definition directly: each round scans the cached pair ranks for the
+// minimum and recomputes only the two pairs the merge touched. Quadratic in the word length, and
+// the fastest for the short words that make up almost all text.
+inline void bpe_merge_scan(std::vector<TokenId>& symbols, const MergeTable& merges, std::vector<std::uint32_t>& ranks) {
   const std::size_t n = symbols.size();
   if (n < 2) return;
   ranks.resize(n - 1);
@@ -99,6 +104,62 @@ inline void bpe_merge(std::vector<TokenId>& symbols, const MergeTable& merges, s
     if (best > 0) ranks[best - 1] = merges.find(symbols[best - 1], symbols[best]).rank;
     if (best < ranks.size()) ranks[best] = merges.find(symbols[best], symbols[best + 1]).rank;
   }
+}
+
+// bpe_merge_heap gives the same result in O(n log n), for long words (a run of 100,000 '-' or
+// CJK characters is one pre-tokenized word, and the scan would take minutes on a megabyte of it).
+// Symbols stay at their original byte positions in a linked list; candidate pairs wait in a
+// min-heap ordered by (rank, position), and position order is left-to-right order, so the pair
+// popped is the scan's choice. A popped pair whose symbols have changed since it was pushed is
+// stale and skipped (a merge always produces an id different from its left part).
+inline void bpe_merge_heap(std::vector<TokenId>& symbols, const MergeTable& merges) {
+  const auto n = static_cast<std::int32_t>(symbols.size());
+  if (n < 2) return;
+  struct Pair {
+    std::uint32_t rank;
+    std::int32_t position, left, right;
+    bool operator>(const Pair& o) const noexcept { return rank != o.rank ? rank > o.rank : position > o.position; }
+  };
+  std::vector<std::int32_t> next(static_cast<std::size_t>(n)), prev(static_cast<std::size_t>(n));
+  for (std::int32_t i = 0; i < n; ++i) next[static_cast<std::size_t>(i)] = i + 1, prev[static_cast<std::size_t>(i)] = i - 1;
+  std::vector<Pair> heap;
+  const auto at = [&](std::int32_t i) -> TokenId& { return symbols[static_cast<std::size_t>(i)]; };
+  const auto offer = [&](std::int32_t i) {
+    const std::int32_t j = next[static_cast<std::size_t>(i)];
+    if (j >= n) return;
+    const MergeTable::Merge m = merges.find(at(i), at(j));
+    if (m.rank == MergeTable::kNoMerge) return;
+    heap.push_back({m.rank, i, at(i), at(j)});
+    std::push_heap(heap.begin(), heap.end(), std::greater<>());
+  };
+  for (std::int32_t i = 0; i + 1 < n; ++i) offer(i);
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<>());
+    const Pair pair = heap.back();
+    heap.pop_back();
+    const std::int32_t i = pair.position, j = next[static_cast<std::size_t>(i)];
+    if (at(i) != pair.left || j >= n || at(j) != pair.right) continue;  // stale
+    at(i) = merges.find(pair.left, pair.right).merged;
+    at(j) = -1;  // removed
+    const std::int32_t after = next[static_cast<std::size_t>(j)];
+    next[static_cast<std::size_t>(i)] = after;
+    if (after < n) prev[static_cast<std::size_t>(after)] = i;
+    if (prev[static_cast<std::size_t>(i)] >= 0) offer(prev[static_cast<std::size_t>(i)]);
+    offer(i);
+  }
+  std::size_t kept = 0;
+  for (std::int32_t i = 0; i < n; i = next[static_cast<std::size_t>(i)]) symbols[kept++] = at(i);
+  symbols.resize(kept);
+}
+
+// Words up to this many symbols take the scan, longer ones the heap (the same result).
+inline constexpr std::size_t kBpeScanMaxSymbols = 64;
+
+inline void bpe_merge(std::vector<TokenId>& symbols, const MergeTable& merges, std::vector<std::uint32_t>& ranks) {
+  if (symbols.size() <= kBpeScanMaxSymbols)
+    bpe_merge_scan(symbols, merges, ranks);
+  else
+    bpe_merge_heap(symbols, merges);
 }
 
 // Words already encoded: word bytes -> ids. Bounded: when full it is emptied (words repeat in
