@@ -7,9 +7,9 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <string>
+
+#include "scratch_dir.hpp"
 
 namespace qwen::testing {
 
@@ -33,17 +33,11 @@ inline ProcessResult run_process(const std::string& command_line) {
                                      ("qwen-test-process-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   const std::string out = base.string() + ".out", err = base.string() + ".err";
   const int raw = std::system((command_line + " > " + shell_quote(out) + " 2> " + shell_quote(err)).c_str());
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-  };
   ProcessResult r;
   r.exited = raw != -1 && WIFEXITED(raw);
   r.status = r.exited ? WEXITSTATUS(raw) : -1;
-  r.out = slurp(out);
-  r.err = slurp(err);
+  r.out = read_file(out);
+  r.err = read_file(err);
   std::filesystem::remove(out);
   std::filesystem::remove(err);
   return r;

@@ -54,9 +54,10 @@ inline void write_file(const std::filesystem::path& path, const std::string& byt
   if (!out) throw std::runtime_error("cannot write " + path.string());
 }
 
-// The whole content of `path` ("" when it cannot be read).
+// The whole content of `path`; a file that cannot be opened is an error naming it.
 inline std::string read_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path.string());
   return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 

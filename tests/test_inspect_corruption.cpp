@@ -18,6 +18,7 @@
 #include <qwen/io/safetensors_writer.hpp>
 
 #include "golden_fixtures.hpp"
+#include "run_process.hpp"
 #include "scratch_dir.hpp"
 
 namespace fs = std::filesystem;
@@ -25,29 +26,14 @@ using ordered_json = nlohmann::ordered_json;
 
 namespace {
 
-struct Result {
-  bool exited = false;  // false: killed by a signal (a crash)
-  int status = -1;
-  std::string out;
-  std::string err;
-};
+using Result = qwen::testing::ProcessResult;
 
 using qwen::testing::read_file;
 using qwen::testing::ScratchDir;
 using qwen::testing::write_file;
 
 Result run_inspect(const fs::path& dir) {
-  const ScratchDir output("inspect-output");  // not beside `dir`: that may be the source tree
-  const fs::path out = output / "stdout", err = output / "stderr";
-  const std::string cmd = std::string("'") + QWEN_INSPECT_EXE + "' '" + dir.string() + "' > '" + out.string() + "' 2> '" +
-                          err.string() + "'";
-  const int raw = std::system(cmd.c_str());
-  Result r;
-  r.exited = raw != -1 && WIFEXITED(raw);
-  r.status = r.exited ? WEXITSTATUS(raw) : -1;
-  r.out = read_file(out);
-  r.err = read_file(err);
-  return r;
+  return qwen::testing::run_process(qwen::testing::shell_quote(QWEN_INSPECT_EXE) + " " + qwen::testing::shell_quote(dir.string()));
 }
 
 // A scratch copy of a golden checkpoint, removed afterwards.

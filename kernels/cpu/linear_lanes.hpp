@@ -52,6 +52,7 @@ inline constexpr int fp8_to_fp16_shift = 7;
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 struct Lanes {
   static constexpr int width = 16;

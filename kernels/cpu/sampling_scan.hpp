@@ -4,8 +4,8 @@
 // left to right, with the same instructions whatever thread or batch runs it, so a row's result
 // depends on its values only.
 //
-// The vector lanes (and the exp, Cephes' expf, about 1 ulp) are attention's: one copy of the
-// SIMD layer for AVX-512F / AVX2+FMA / portable.
+// The vector lanes and the exp (Cephes' expf, about 1 ulp) are kernels/cpu/simd.hpp's, shared
+// with attention.
 #pragma once
 
 #include <algorithm>
@@ -17,7 +17,7 @@
 #include <limits>
 #include <span>
 
-#include <qwen/kernels/cpu/attention.hpp>
+#include <qwen/kernels/cpu/simd.hpp>
 
 // GCC 12's AVX-512 reductions start from _mm512_undefined_*() and trip -Wmaybe-uninitialized when
 // inlined (GCC bug 105593, fixed in GCC 13), as in attention.hpp.
@@ -29,7 +29,7 @@
 
 namespace qwen::kernels::cpu::sampling_scan {
 
-using Simd = attention_detail::Simd;
+using Simd = simd::Simd;
 
 // Block of the exponential row whose sum is kept: the draw finds its block from these sums,
 // then scans one block.

@@ -15,6 +15,8 @@
 #include <qwen/tokenizer/stream_decoder.hpp>
 #include <qwen/tokenizer/tokenizer.hpp>
 
+#include "../scratch_dir.hpp"
+
 namespace {
 
 using qwen::tokenizer::StreamDecoder;
@@ -26,13 +28,7 @@ using nlohmann::json;
 const std::string kFixtures = QWEN_TOKENIZER_FIXTURES;
 const std::string kQwenTokenizerDir = QWEN_SHARED_DIR "/models/qwen3-tokenizer";
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using qwen::testing::read_file;
 
 std::vector<json> read_jsonl(const std::string& path) {
   std::vector<json> out;
