@@ -163,8 +163,12 @@ class Qwen3Forward {
     b.moe_route(b.data(router_), n, experts, k, moe_dims_t::norm_topk_prob, expert_ids_.data(), expert_weights_.data());
 
     // Group (token, weight) pairs by expert; within an expert, tokens in ascending order.
-    std::vector<std::vector<std::int32_t>> tokens_of(experts);
-    std::vector<std::vector<float>> weights_of(experts);
+    // Member lists, cleared rather than rebuilt: every layer of every step groups again.
+    auto& tokens_of = expert_tokens_;
+    auto& weights_of = expert_token_weights_;
+    tokens_of.resize(experts);
+    weights_of.resize(experts);
+    for (int e = 0; e < experts; ++e) tokens_of[static_cast<std::size_t>(e)].clear(), weights_of[static_cast<std::size_t>(e)].clear();
     for (std::int64_t t = 0; t < n; ++t)
       for (int j = 0; j < k; ++j) {
         const auto e = static_cast<std::size_t>(expert_ids_[static_cast<std::size_t>(t * k + j)]);
@@ -195,6 +199,8 @@ class Qwen3Forward {
   Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, router_, expert_in_, expert_out_;
   std::vector<std::int32_t> expert_ids_;
   std::vector<float> expert_weights_;
+  std::vector<std::vector<std::int32_t>> expert_tokens_;      // [experts]: the tokens routed to each
+  std::vector<std::vector<float>> expert_token_weights_;      // [experts]: their routing weights
 };
 
 }  // namespace qwen
