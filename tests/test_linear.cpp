@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <bit>
 #include <cmath>
@@ -364,4 +365,96 @@ TEST_CASE("linear: ThreadPool runs each index once, on every pool size, and reth
     pool.parallel_for(100, 1, [&](std::int64_t begin, std::int64_t end) { total += end - begin; });
     REQUIRE(total.load() == 100);
   }
+}
+
+TEST_CASE("linear: linear_fused computes q/k/v- and gate/up-like groups bit for bit as separate products", "[linear]") {
+  // Three weights of ragged heights sharing one x (as q, k and v do), then two (gate and up), for
+  // each weight format, several n (decode and prefill tiles) and thread counts; every output is
+  // compared exactly with a separate linear() of the same weight, and all of them are written.
+  std::mt19937 rng(4242);
+  for (const unsigned threads : {1u, 2u, 3u}) {
+    cpu::ThreadPool pool(threads);
+    for (const std::int64_t in : {97, 256, 3000}) {
+      const std::int64_t heights[3] = {300, 17, 128};
+      const std::int64_t n_values[] = {1, 5, 17};
+      // bf16
+      std::vector<std::vector<bf16>> w(3);
+      std::vector<std::vector<float>> wf(3);
+      // fp8 with bf16 scales; one chunk of weight 2 gets a wide scale (>= 2^120)
+      std::vector<std::vector<fp8_e4m3>> q(3);
+      std::vector<std::vector<bf16>> s(3);
+      std::normal_distribution<float> dist(0.0f, 0.05f);
+      std::uniform_int_distribution<int> code(0, 255);
+      for (int p = 0; p < 3; ++p) {
+        for (std::int64_t i = 0; i < heights[p] * in; ++i) {
+          w[static_cast<std::size_t>(p)].push_back(bf16::from_float(dist(rng)));
+          wf[static_cast<std::size_t>(p)].push_back(dist(rng));
+          auto c = static_cast<std::uint8_t>(code(rng));
+          if ((c & 0x7f) == 0x7f) c = 0x38;  // no NaN codes
+          q[static_cast<std::size_t>(p)].push_back(fp8_e4m3::from_bits(c));
+        }
+        const std::int64_t scales = (heights[p] + 127) / 128 * ((in + 127) / 128);
+        for (std::int64_t i = 0; i < scales; ++i) s[static_cast<std::size_t>(p)].push_back(bf16::from_float(std::ldexp(1.0f, -8 + static_cast<int>(i % 5))));
+      }
+      s[2][0] = bf16::from_float(0x1p121f);
+      std::vector<cpu::Fp8Scales> prepared;
+      for (int p = 0; p < 3; ++p) prepared.push_back(cpu::prepare_fp8_scales(s[static_cast<std::size_t>(p)].data(), heights[p], in));
+      REQUIRE(prepared[2].wide[0] == 1);
+      REQUIRE(prepared[0].wide[0] == 0);
+      for (const std::int64_t n : n_values) {
+        INFO("threads " << threads << ", in " << in << ", n " << n);
+        const std::vector<float> x = random_x(rng, n, in);
+        auto check = [&]<class View>(const std::array<View, 3>& views, const char* format) {
+          INFO(format);
+          std::vector<std::vector<float>> fused, alone;
+          for (int p = 0; p < 3; ++p) {
+            fused.push_back(poisoned(n * heights[p]));
+            alone.push_back(poisoned(n * heights[p]));
+            cpu::linear(x.data(), n, views[static_cast<std::size_t>(p)], alone.back().data(), pool);
+          }
+          cpu::linear_fused(x.data(), n, in, views, std::array<float*, 3>{fused[0].data(), fused[1].data(), fused[2].data()}, pool);
+          const std::array<View, 2> pair{views[0], views[1]};
+          std::vector<float> g = poisoned(n * heights[0]), u = poisoned(n * heights[1]);
+          cpu::linear_fused(x.data(), n, in, pair, std::array<float*, 2>{g.data(), u.data()}, pool);
+          for (int p = 0; p < 3; ++p) {
+            REQUIRE(std::memcmp(fused[static_cast<std::size_t>(p)].data(), alone[static_cast<std::size_t>(p)].data(),
+                                fused[static_cast<std::size_t>(p)].size() * sizeof(float)) == 0);
+            for (float v : fused[static_cast<std::size_t>(p)]) REQUIRE(std::bit_cast<std::uint32_t>(v) != poison_bits);
+          }
+          REQUIRE(std::memcmp(g.data(), alone[0].data(), g.size() * sizeof(float)) == 0);
+          REQUIRE(std::memcmp(u.data(), alone[1].data(), u.size() * sizeof(float)) == 0);
+        };
+        std::array<cpu::PlainLinear<bf16>, 3> bf16_views;
+        std::array<cpu::PlainLinear<float>, 3> f32_views;
+        std::array<cpu::Fp8Linear, 3> fp8_views;
+        for (int p = 0; p < 3; ++p) {
+          const auto i = static_cast<std::size_t>(p);
+          bf16_views[i] = {w[i].data(), heights[p], in};
+          f32_views[i] = {wf[i].data(), heights[p], in};
+          fp8_views[i] = cpu::fp8_linear_view(q[i].data(), prepared[i], heights[p], in);
+        }
+        check(bf16_views, "bf16");
+        check(f32_views, "fp32");
+        check(fp8_views, "fp8");
+        // An fp8 model's weight that the checkpoint left in bf16 runs the bf16 path, bit for bit.
+        std::array<cpu::Fp8Linear, 3> mixed = fp8_views;
+        mixed[1] = cpu::Fp8Linear{nullptr, nullptr, nullptr, heights[1], in, w[1].data()};
+        std::vector<float> y_mixed = poisoned(n * heights[1]), y_bf16 = poisoned(n * heights[1]);
+        std::vector<float> y0 = poisoned(n * heights[0]), y2 = poisoned(n * heights[2]);
+        cpu::linear_fused(x.data(), n, in, mixed, std::array<float*, 3>{y0.data(), y_mixed.data(), y2.data()}, pool);
+        cpu::linear(x.data(), n, bf16_views[1], y_bf16.data(), pool);
+        REQUIRE(std::memcmp(y_mixed.data(), y_bf16.data(), y_bf16.size() * sizeof(float)) == 0);
+      }
+    }
+  }
+  // Mismatched inputs and overlapping outputs are named.
+  cpu::ThreadPool pool(1);
+  std::vector<bf16> w(64 * 8);
+  std::vector<float> x(16), y(64);
+  const std::array<cpu::PlainLinear<bf16>, 2> views{cpu::PlainLinear<bf16>{w.data(), 8, 8}, cpu::PlainLinear<bf16>{w.data(), 8, 16}};
+  CHECK_THROWS_WITH(cpu::linear_fused(x.data(), 1, 8, views, std::array<float*, 2>{y.data(), y.data() + 8}, pool),
+                    Catch::Contains("weight 1 has 16 input columns, x has 8"));
+  const std::array<cpu::PlainLinear<bf16>, 2> same{views[0], views[0]};
+  CHECK_THROWS_WITH(cpu::linear_fused(x.data(), 1, 8, same, std::array<float*, 2>{y.data(), y.data() + 4}, pool),
+                    Catch::Contains("outputs 0 and 1 overlap"));
 }

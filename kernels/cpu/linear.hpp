@@ -41,6 +41,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -195,11 +196,12 @@ void with_tile_tokens(int t, F&& f) {
   }(std::make_integer_sequence<int, max_tile_tokens>{});
 }
 
-// Accumulators saved between k-blocks: one buffer per thread, grown on demand.
-inline float* saved_accumulators(std::size_t floats) {
-  thread_local std::vector<float> buffer;
-  if (buffer.size() < floats) buffer.resize(floats);
-  return buffer.data();
+// Accumulators saved between k-blocks: one fixed buffer per thread, big enough for a whole
+// 128-row chunk of the widest tile (no allocation inside a step).
+inline constexpr std::size_t saved_floats = static_cast<std::size_t>(chunk_rows) * max_tile_tokens * Lanes::width;
+inline float* saved_accumulators() noexcept {
+  alignas(64) thread_local float buffer[saved_floats];
+  return buffer;
 }
 
 // Rows [row_begin, row_end) (inside one 128-row chunk) for tokens [t_begin, t_end).
@@ -212,7 +214,7 @@ void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_
     // The widest k-block whose x rows fit x_tile_bytes: a multiple of the fp8 block, or all of in.
     const std::int64_t row_bytes = tokens * static_cast<std::int64_t>(sizeof(float));
     const std::int64_t kb = in * row_bytes <= x_tile_bytes ? in : std::max<std::int64_t>(1, x_tile_bytes / (row_bytes * block)) * block;
-    float* saved = kb < in ? saved_accumulators(static_cast<std::size_t>((row_end - row_begin) * tokens * Lanes::width)) : nullptr;
+    float* saved = kb < in ? saved_accumulators() : nullptr;  // (row_end - row_begin) <= chunk_rows
     const float* xt = x + t0 * in;
     with_tile_tokens(tokens, [&]<int T>() {
       for (std::int64_t k0 = 0; k0 < in; k0 += kb) {
@@ -234,12 +236,11 @@ void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_
   }
 }
 
-// Splits [0, out) × [0, n) into units and runs run_chunk(row_begin, row_end, t_begin, t_end) on
-// the pool. Each unit is one 128-row chunk; tokens are split too only when there are fewer
+// Splits `chunks` 128-row chunks × [0, n) tokens into units and runs run_chunk(chunk, t_begin,
+// t_end) on the pool. Each unit is one chunk; tokens are split too only when there are fewer
 // chunks than threads could share evenly and enough tokens for several tiles.
 template <class RunChunk>
-void parallel_units(std::int64_t n, std::int64_t out, ThreadPool& pool, const RunChunk& run_chunk) {
-  const std::int64_t chunks = (out + chunk_rows - 1) / chunk_rows;
+void parallel_units(std::int64_t n, std::int64_t chunks, ThreadPool& pool, const RunChunk& run_chunk) {
   const std::int64_t threads = pool.size();
   const std::int64_t token_groups = (n + max_tile_tokens - 1) / max_tile_tokens;
   const std::int64_t token_ranges =
@@ -250,7 +251,7 @@ void parallel_units(std::int64_t n, std::int64_t out, ThreadPool& pool, const Ru
       // Token ranges are cut at tile boundaries so that no range makes an extra small tile.
       const std::int64_t t_begin = std::min(n, range * token_groups / token_ranges * max_tile_tokens);
       const std::int64_t t_end = std::min(n, (range + 1) * token_groups / token_ranges * max_tile_tokens);
-      if (t_begin < t_end) run_chunk(chunk * chunk_rows, std::min(out, (chunk + 1) * chunk_rows), t_begin, t_end);
+      if (t_begin < t_end) run_chunk(chunk, t_begin, t_end);
     }
   });
 }
@@ -275,22 +276,6 @@ inline void check_linear(std::string_view op, const float* x, std::int64_t n, st
   if (overlaps(y, y_bytes, x, n * in * static_cast<std::int64_t>(sizeof(float))) || overlaps(y, y_bytes, w, weight_bytes) ||
       overlaps(y, y_bytes, scale, scale_bytes))
     throw_error<InvalidArgument>(op, ": y [", n, ", ", out, "] overlaps x [", n, ", ", in, "], W or its scales");
-}
-
-// scale_inv row `chunk` (ceil(in/128) values) as floats times 2^8 for Fp8Rows; false (and the
-// plain values, for Fp8RowsWide) when some product overflows or a scale is not finite.
-template <Fp8ScaleElement Scale>
-bool chunk_scales(const Scale* scale_inv, std::int64_t chunk, std::int64_t scale_cols, std::vector<float>& scales) {
-  scales.resize(static_cast<std::size_t>(scale_cols));
-  bool fits = true;
-  for (std::int64_t c = 0; c < scale_cols; ++c) {
-    const float s = to_float(scale_inv[chunk * scale_cols + c]);
-    scales[static_cast<std::size_t>(c)] = s * fp8_exponent_offset;
-    fits = fits && std::abs(s) < 0x1p120f;  // also false for NaN
-  }
-  if (!fits)
-    for (std::int64_t c = 0; c < scale_cols; ++c) scales[static_cast<std::size_t>(c)] = to_float(scale_inv[chunk * scale_cols + c]);
-  return fits;
 }
 
 }  // namespace linear_detail
@@ -327,37 +312,143 @@ void linear_fp8_reference(const float* x, std::int64_t n, std::int64_t in, const
     }
 }
 
+// ---- weight views: a Linear layer's W as the fast kernels read it ----------------------------
+
+// An unquantised W [out, in], row-major, in place.
+template <LinearPlainWeight W>
+struct PlainLinear {
+  using element_type = W;
+  const W* weight = nullptr;
+  std::int64_t out = 0, in = 0;
+};
+
+// A block-FP8 W [out, in] with its scales prepared once (prepare_fp8_scales), so that no step
+// converts them again. scales: [ceil(out/128)][ceil(in/128)] floats; for a 128-row chunk whose
+// wide[chunk] is 0 they are scale_inv · 2^8 (undoing load_fp8_scaled's offset in the one
+// multiplication), for a wide chunk (some |scale_inv| >= 2^120, or not finite) scale_inv itself.
+// A layer that an FP8 checkpoint left unquantised (no weight_scale_inv) has codes == nullptr and
+// its bf16 W in `unquantized` instead.
+struct Fp8Linear {
+  const std::uint8_t* codes = nullptr;
+  const float* scales = nullptr;
+  const std::uint8_t* wide = nullptr;
+  std::int64_t out = 0, in = 0;
+  const bf16* unquantized = nullptr;
+};
+
+// Owner of the prepared scales of one Fp8Linear.
+struct Fp8Scales {
+  std::vector<float> scales;
+  std::vector<std::uint8_t> wide;
+};
+
+template <Fp8ScaleElement Scale>
+[[nodiscard]] Fp8Scales prepare_fp8_scales(const Scale* scale_inv, std::int64_t out, std::int64_t in) {
+  const std::int64_t rows = fp8_scale_blocks(out, linear_detail::block), cols = fp8_scale_blocks(in, linear_detail::block);
+  Fp8Scales p;
+  p.scales.resize(static_cast<std::size_t>(rows * cols));
+  p.wide.resize(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    bool fits = true;
+    for (std::int64_t c = 0; c < cols; ++c) fits = fits && std::abs(to_float(scale_inv[r * cols + c])) < 0x1p120f;  // false for NaN
+    p.wide[static_cast<std::size_t>(r)] = fits ? 0 : 1;
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float s = to_float(scale_inv[r * cols + c]);
+      p.scales[static_cast<std::size_t>(r * cols + c)] = fits ? s * linear_detail::fp8_exponent_offset : s;
+    }
+  }
+  return p;
+}
+
+[[nodiscard]] inline Fp8Linear fp8_linear_view(const fp8_e4m3* w, const Fp8Scales& s, std::int64_t out, std::int64_t in) {
+  return {reinterpret_cast<const std::uint8_t*>(w), s.scales.data(), s.wide.data(), out, in};
+}
+
+template <class V>
+concept LinearView = std::same_as<V, PlainLinear<float>> || std::same_as<V, PlainLinear<bf16>> || std::same_as<V, Fp8Linear>;
+
+namespace linear_detail {
+
+// Runs 128-row chunk `chunk` of one weight view for tokens [t_begin, t_end).
+template <LinearPlainWeight W>
+void run_chunk(const PlainLinear<W>& w, const float* x, std::int64_t chunk, std::int64_t t_begin, std::int64_t t_end, float* y) {
+  const std::int64_t in = w.in, row_begin = chunk * chunk_rows, row_end = std::min(w.out, row_begin + chunk_rows);
+  run_unit(x, in, t_begin, t_end, row_begin, row_end, [&](std::int64_t r0) { return PlainRows<W>{w.weight + r0 * in, in}; }, y, w.out);
+}
+
+inline void run_chunk(const Fp8Linear& w, const float* x, std::int64_t chunk, std::int64_t t_begin, std::int64_t t_end, float* y) {
+  if (w.codes == nullptr) return run_chunk(PlainLinear<bf16>{w.unquantized, w.out, w.in}, x, chunk, t_begin, t_end, y);
+  const std::int64_t in = w.in, row_begin = chunk * chunk_rows, row_end = std::min(w.out, row_begin + chunk_rows);
+  const float* scales = w.scales + chunk * fp8_scale_blocks(in, block);
+  if (w.wide[chunk] == 0)
+    run_unit(x, in, t_begin, t_end, row_begin, row_end, [&](std::int64_t r0) { return Fp8Rows{w.codes + r0 * in, in, scales}; }, y, w.out);
+  else
+    run_unit(x, in, t_begin, t_end, row_begin, row_end, [&](std::int64_t r0) { return Fp8RowsWide{w.codes + r0 * in, in, scales}; }, y,
+             w.out);
+}
+
+template <class W>
+[[nodiscard]] std::int64_t weight_bytes(const PlainLinear<W>& w) noexcept { return w.out * w.in * static_cast<std::int64_t>(sizeof(W)); }
+[[nodiscard]] inline std::int64_t weight_bytes(const Fp8Linear& w) noexcept { return w.out * w.in * (w.codes ? 1 : 2); }
+template <class W>
+[[nodiscard]] const void* weight_data(const PlainLinear<W>& w) noexcept { return w.weight; }
+[[nodiscard]] inline const void* weight_data(const Fp8Linear& w) noexcept {
+  return w.codes ? static_cast<const void*>(w.codes) : static_cast<const void*>(w.unquantized);
+}
+
+}  // namespace linear_detail
+
 // ---- the fast versions ------------------------------------------------------------------------
 
-template <LinearPlainWeight W>
-void linear(const float* x, std::int64_t n, std::int64_t in, const W* w, std::int64_t out, float* y, ThreadPool& pool) {
+// Several Linear layers that read the same x, in one pass over the pool:
+//   y[p][n, w[p].out] = x[n, in] · w[p]ᵀ   for p < K, every w[p].in == in
+// (q/k/v, gate/up). The 128-row chunks of all K weights form one list of work units, so the
+// threads share one hand-over instead of K. Every element is computed exactly as by a separate
+// linear(): the same bits.
+template <LinearView View, std::size_t K>
+void linear_fused(const float* x, std::int64_t n, std::int64_t in, const std::array<View, K>& w, const std::array<float*, K>& y,
+                  ThreadPool& pool) {
   using namespace linear_detail;
-  check_linear("linear", x, n, in, w, out * in * static_cast<std::int64_t>(sizeof(W)), nullptr, 0, out, y);
+  static_assert(K >= 1);
+  std::array<std::int64_t, K + 1> first_chunk{};
+  for (std::size_t p = 0; p < K; ++p) {
+    if (w[p].in != in)
+      throw_error<InvalidArgument>("linear_fused: weight ", p, " has ", w[p].in, " input columns, x has ", in);
+    check_linear("linear", x, n, in, weight_data(w[p]), weight_bytes(w[p]), nullptr, 0, w[p].out, y[p]);
+    for (std::size_t q = 0; q < p; ++q)
+      if (n > 0 && overlaps(y[p], n * w[p].out * 4, y[q], n * w[q].out * 4))
+        throw_error<InvalidArgument>("linear_fused: outputs ", q, " and ", p, " overlap");
+    first_chunk[p + 1] = first_chunk[p] + fp8_scale_blocks(w[p].out, chunk_rows);
+  }
   if (n == 0) return;
-  parallel_units(n, out, pool, [&](std::int64_t row_begin, std::int64_t row_end, std::int64_t t_begin, std::int64_t t_end) {
-    run_unit(x, in, t_begin, t_end, row_begin, row_end, [&](std::int64_t r0) { return PlainRows<W>{w + r0 * in, in}; }, y, out);
+  parallel_units(n, first_chunk[K], pool, [&](std::int64_t chunk, std::int64_t t_begin, std::int64_t t_end) {
+    std::size_t p = 0;
+    while (chunk >= first_chunk[p + 1]) ++p;
+    run_chunk(w[p], x, chunk - first_chunk[p], t_begin, t_end, y[p]);
   });
 }
 
+template <LinearView View>
+void linear(const float* x, std::int64_t n, const View& w, float* y, ThreadPool& pool) {
+  linear_fused<View, 1>(x, n, w.in, {w}, {y}, pool);
+}
+
+template <LinearPlainWeight W>
+void linear(const float* x, std::int64_t n, std::int64_t in, const W* w, std::int64_t out, float* y, ThreadPool& pool) {
+  linear(x, n, PlainLinear<W>{w, out, in}, y, pool);
+}
+
+// One-off form: the scales are prepared on every call (a model prepares them once, at load).
 template <Fp8ScaleElement Scale>
 void linear_fp8(const float* x, std::int64_t n, std::int64_t in, const fp8_e4m3* w, const Scale* scale_inv, std::int64_t out,
                 float* y, ThreadPool& pool) {
   using namespace linear_detail;
   static_assert(sizeof(fp8_e4m3) == 1, "the weight is read as bytes");
-  const std::int64_t scale_cols = fp8_scale_blocks(in, block);
-  const std::int64_t scale_count = fp8_scale_blocks(out, block) * scale_cols;
+  const std::int64_t scale_count = fp8_scale_blocks(out, block) * fp8_scale_blocks(in, block);
   check_linear("linear_fp8", x, n, in, w, out * in, scale_inv, scale_count * static_cast<std::int64_t>(sizeof(Scale)), out, y);
   if (n == 0) return;
-  const auto* codes = reinterpret_cast<const std::uint8_t*>(w);
-  parallel_units(n, out, pool, [&](std::int64_t row_begin, std::int64_t row_end, std::int64_t t_begin, std::int64_t t_end) {
-    thread_local std::vector<float> scales;
-    if (chunk_scales(scale_inv, row_begin / block, scale_cols, scales))
-      run_unit(x, in, t_begin, t_end, row_begin, row_end,
-               [&](std::int64_t r0) { return Fp8Rows{codes + r0 * in, in, scales.data()}; }, y, out);
-    else
-      run_unit(x, in, t_begin, t_end, row_begin, row_end,
-               [&](std::int64_t r0) { return Fp8RowsWide{codes + r0 * in, in, scales.data()}; }, y, out);
-  });
+  const Fp8Scales scales = prepare_fp8_scales(scale_inv, out, in);
+  linear(x, n, fp8_linear_view(w, scales, out, in), y, pool);
 }
 
 }  // namespace qwen::kernels::cpu
