@@ -36,6 +36,8 @@
 // match_prefix, fork). The block pool's structures are sized at construction; per call only
 // sequence vectors grow (and add_sequence / fork allocate the new sequence).
 //
+// Not thread-safe: one scheduler thread owns a manager.
+//
 // Errors: InvalidArgument naming the operation, the sequence id and the values (unknown id, begin
 // outside [0, length], no tokens, match_prefix on a non-empty sequence, an exhausted pool);
 // check_invariants() throws std::logic_error naming the broken invariant.
@@ -161,9 +163,9 @@ class BlockManager {
                                    " tokens exceed the int position range");
     const std::size_t full_blocks = tokens.size() / BlockSize;
     // Room for the whole prompt (its rest is usually extended next); the loop then cannot throw.
-    s.tokens.reserve(tokens.size());
-    s.table.reserve((tokens.size() + BlockSize - 1) / BlockSize);
-    s.chain.reserve(full_blocks);
+    grow(s.tokens, tokens.size());
+    grow(s.table, (tokens.size() + BlockSize - 1) / BlockSize);
+    grow(s.chain, full_blocks);
     std::uint64_t chain = chain_seed;
     for (std::size_t j = 0; j < full_blocks; ++j) {
       const std::int32_t* block_tokens = tokens.data() + j * BlockSize;
@@ -228,10 +230,10 @@ class BlockManager {
                                    " blocks are free (", num_free_blocks(), " now + ", returned,
                                    " the cut returns)");
     // Capacity first: nothing below throws.
-    s.tokens.reserve(static_cast<std::size_t>(begin) + tokens.size());
-    s.table.reserve(p.total);
-    s.chain.reserve((static_cast<std::size_t>(begin) + tokens.size()) / BlockSize);
-    copies.reserve(copies.size() + 1);
+    grow(s.tokens, static_cast<std::size_t>(begin) + tokens.size());
+    grow(s.table, p.total);
+    grow(s.chain, (static_cast<std::size_t>(begin) + tokens.size()) / BlockSize);
+    if (p.copy) grow(copies, copies.size() + 1);
 
     // 1. The cut.
     for (std::size_t j = s.table.size(); j-- > p.kept;) release(s.table[j]);
@@ -325,6 +327,13 @@ class BlockManager {
   }
 
   static std::size_t index(std::int32_t block) noexcept { return static_cast<std::size_t>(block); }
+
+  // Capacity for `size` elements, at least doubling: a reserve of exactly size + 1 per decode
+  // step would copy the whole vector every step.
+  template <class T>
+  static void grow(std::vector<T>& v, std::size_t size) {
+    if (size > v.capacity()) v.reserve(std::max(size, 2 * v.capacity()));
+  }
 
   int next_id(const char* op) const {
     if (next_sequence_ == std::numeric_limits<int>::max())
