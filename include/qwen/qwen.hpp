@@ -20,6 +20,7 @@
 #include "qwen/io/safetensors.hpp"
 #include "qwen/io/safetensors_writer.hpp"
 #include "qwen/io/tokenizer_config.hpp"
+#include "qwen/kv/block_manager.hpp"
 #include "qwen/kv/paged_kv.hpp"
 #include "qwen/model/forward.hpp"
 #include "qwen/model/load.hpp"
