@@ -194,8 +194,8 @@ inline double sum_ranked_before(const float* e, std::int64_t n, float pivot, std
     const std::int64_t begin = b * block, end = std::min(n, begin + block);
     float sum = 0;
     std::int64_t i = begin;
-    // The admission test is vector compares on the two vector levels, on Simd's lanes. The
-    // portable level adds the elements in order instead.
+    // The admission test is vector compares on the two vector levels, on Simd's lanes, summed in
+    // Simd's one tree. The portable level adds the elements in order instead.
 #if defined(QWEN_SIMD_AVX512)
     {
       const __m512 vp = Simd::set1(pivot), vf = Simd::set1(floor);
@@ -231,9 +231,7 @@ inline double sum_ranked_before(const float* e, std::int64_t n, float pivot, std
         m = _mm256_and_ps(m, _mm256_cmp_ps(v, vf, _CMP_GE_OQ));
         acc = Simd::add(acc, _mm256_and_ps(m, v));
       }
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc);
-      sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+      sum = Simd::reduce_add(acc);
     }
 #endif
     for (; i < end; ++i)
