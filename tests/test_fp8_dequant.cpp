@@ -148,9 +148,9 @@ void check_sizes(std::mt19937_64& rng, std::int64_t rows, std::int64_t cols) {
 
 }  // namespace
 
-#if defined(QWEN_EXPECTED_FP8_DEQUANT_ISA)
+#if defined(QWEN_EXPECTED_ISA)
 TEST_CASE("fp8_dequant: compiled for the intended vector path", "[fp8_dequant]") {
-  REQUIRE(cpu::fp8_dequant_isa == QWEN_EXPECTED_FP8_DEQUANT_ISA);
+  REQUIRE(cpu::fp8_dequant_isa == QWEN_EXPECTED_ISA);
 }
 #endif
 

@@ -160,8 +160,8 @@ bool same_bits(const float* a, const float* b, std::int64_t count) { return std:
 
 }  // namespace
 
-#if defined(QWEN_EXPECTED_LINEAR_ISA)
-TEST_CASE("linear: compiled for the intended vector path", "[linear]") { REQUIRE(cpu::linear_isa == QWEN_EXPECTED_LINEAR_ISA); }
+#if defined(QWEN_EXPECTED_ISA)
+TEST_CASE("linear: compiled for the intended vector path", "[linear]") { REQUIRE(cpu::linear_isa == QWEN_EXPECTED_ISA); }
 #endif
 
 TEST_CASE("linear: fast path equals the double reference over ragged shapes, every weight format", "[linear]") {

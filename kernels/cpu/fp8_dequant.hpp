@@ -12,14 +12,12 @@
 //   official checkpoint ("weight_block_size": [128, 128]); the last row and column blocks may be
 //   partial. rows and cols may be 0 (nothing is written).
 //
-// fp8_dequant_reference is the plain scalar definition; fp8_dequant is the fast version (a
-// 256-entry fp8 -> float table; AVX-512 or AVX2 gathers when the compile target has them) and
-// gives the same bits. The TensorView overload checks dtypes and shapes and throws
-// InvalidArgument naming them.
+// fp8_dequant_reference is the plain scalar definition; fp8_dequant is the fast version (the
+// lanes of kernels/cpu/simd.hpp decode the codes exactly, without a table) and gives the same
+// bits. The TensorView overload checks dtypes and shapes and throws InvalidArgument naming them.
 #pragma once
 
 #include <algorithm>
-#include <array>
 #include <concepts>
 #include <cstdint>
 #include <span>
@@ -28,10 +26,7 @@
 #include "qwen/core/error.hpp"
 #include "qwen/core/numeric.hpp"
 #include "qwen/core/tensor.hpp"
-
-#if defined(__AVX2__) || defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include <qwen/kernels/cpu/simd.hpp>
 
 namespace qwen::kernels {
 
@@ -111,81 +106,18 @@ void fp8_dequant_reference(const fp8_e4m3* weight, const Scale* scale_inv, Out* 
 
 namespace detail {
 
-// fp8 e4m3 code -> float, for all 256 codes.
-alignas(64) inline constexpr std::array<float, 256> fp8_e4m3_to_float_table = [] {
-  std::array<float, 256> table{};
-  for (unsigned code = 0; code < 256; ++code) table[code] = fp8_e4m3::from_bits(static_cast<std::uint8_t>(code)).to_float();
-  return table;
-}();
+using Lanes = simd::Simd;
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#if defined(__AVX512F__)
-// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized
-// when inlined (GCC bug 105593, fixed in GCC 13).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-inline constexpr std::int64_t fp8_dequant_lanes = 16;
-using FloatLanes = __m512;
-// Sixteen codes -> sixteen floats times scale.
-inline FloatLanes dequant_lanes(const std::uint8_t* codes, float scale) {
-  const __m512i index = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(codes)));
-  return _mm512_mul_ps(_mm512_i32gather_ps(index, fp8_e4m3_to_float_table.data(), 4), _mm512_set1_ps(scale));
-}
-inline void store_lanes(float* out, FloatLanes v) { _mm512_storeu_ps(out, v); }
-// bf16::from_float on every lane: NaN -> 0x7fff, otherwise add 0x7fff plus the kept LSB and drop
-// the low half (the carry never reaches the sign bit: |finite| + 0x8000 < 2^31).
-inline void store_lanes(bf16* out, FloatLanes v) {
-  const __m512i u = _mm512_castps_si512(v);
-  const __m512i abs = _mm512_and_si512(u, _mm512_set1_epi32(0x7fff'ffff));
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  const __m512i rounded = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7fff))), 16);
-  const __mmask16 nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7f80'0000));
-  const __m512i result = _mm512_mask_blend_epi32(nan, rounded, _mm512_set1_epi32(0x7fff));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out), _mm512_cvtepi32_epi16(result));
-}
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
-inline constexpr std::string_view fp8_dequant_isa = "avx512f";
-#else
-inline constexpr std::int64_t fp8_dequant_lanes = 8;
-using FloatLanes = __m256;
-// Eight codes -> eight floats times scale.
-inline FloatLanes dequant_lanes(const std::uint8_t* codes, float scale) {
-  const __m256i index = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(codes)));
-  return _mm256_mul_ps(_mm256_i32gather_ps(fp8_e4m3_to_float_table.data(), index, 4), _mm256_set1_ps(scale));
-}
-inline void store_lanes(float* out, FloatLanes v) { _mm256_storeu_ps(out, v); }
-// As the AVX-512 version; packus keeps the 16-bit results (all in [0, 0xffff]) and the permute
-// undoes its per-128-bit-lane interleave.
-inline void store_lanes(bf16* out, FloatLanes v) {
-  const __m256i u = _mm256_castps_si256(v);
-  const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fff'ffff));
-  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
-  const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f80'0000));
-  const __m256i result = _mm256_blendv_epi8(rounded, _mm256_set1_epi32(0x7fff), nan);
-  const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(result, result), 0b1000);
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_castsi256_si128(packed));
-}
-inline constexpr std::string_view fp8_dequant_isa = "avx2";
-#endif
-#else
-inline constexpr std::int64_t fp8_dequant_lanes = 0;  // no vector path
-inline constexpr std::string_view fp8_dequant_isa = "scalar table";
-#endif
-
-// out[i] = table[codes[i]] * scale for i in [0, n): vector lanes first, then a scalar tail.
+// out[i] = float(codes[i]) * scale for i in [0, n): whole vectors through the lanes' exact decode
+// (Simd::load_fp8, NaN codes included), then a scalar tail through fp8_e4m3::to_float. Either
+// way the product is the one rounding of the contract.
 template <Fp8DequantOutput Out>
 void dequant_run(const std::uint8_t* codes, float scale, Out* out, std::int64_t n) {
-  std::int64_t i = 0;
-#if defined(__AVX512F__) || defined(__AVX2__)
-  for (; i + fp8_dequant_lanes <= n; i += fp8_dequant_lanes) store_lanes(out + i, dequant_lanes(codes + i, scale));
-#endif
-  for (; i < n; ++i) {
-    const float value = fp8_e4m3_to_float_table[codes[i]] * scale;
+  const Lanes::V s = Lanes::broadcast(scale);
+  const std::int64_t vector_end = n - n % Lanes::width;
+  for (std::int64_t i = 0; i < vector_end; i += Lanes::width) Lanes::store(out + i, Lanes::mul(Lanes::load_fp8(codes + i), s));
+  for (std::int64_t i = vector_end; i < n; ++i) {
+    const float value = fp8_e4m3::from_bits(codes[i]).to_float() * scale;
     if constexpr (std::same_as<Out, float>)
       out[i] = value;
     else
@@ -195,8 +127,9 @@ void dequant_run(const std::uint8_t* codes, float scale, Out* out, std::int64_t 
 
 }  // namespace detail
 
-// Which vector path fp8_dequant was compiled with: "avx512f", "avx2" or "scalar table".
-inline constexpr std::string_view fp8_dequant_isa = detail::fp8_dequant_isa;
+// Which vector path fp8_dequant was compiled with (kernels/cpu/simd.hpp): "avx512", "avx2" or
+// "portable", the same name as every other CPU kernel.
+inline constexpr std::string_view fp8_dequant_isa = detail::Lanes::isa;
 
 // The fast version: same bits as fp8_dequant_reference. Each row is walked block by block so the
 // scale is loaded once per Block columns.

@@ -5,7 +5,7 @@
 // depends on its values only.
 //
 // The vector lanes and the exp (Cephes' expf, about 1 ulp) are kernels/cpu/simd.hpp's, shared
-// with attention.
+// with every CPU kernel; Simd::isa names the level.
 #pragma once
 
 #include <algorithm>
@@ -194,13 +194,15 @@ inline double sum_ranked_before(const float* e, std::int64_t n, float pivot, std
     const std::int64_t begin = b * block, end = std::min(n, begin + block);
     float sum = 0;
     std::int64_t i = begin;
-#if defined(__AVX512F__)
+    // The admission test is vector compares on the two vector levels, on Simd's lanes, summed in
+    // Simd's one tree. The portable level adds the elements in order instead.
+#if defined(QWEN_SIMD_AVX512)
     {
-      const __m512 vp = _mm512_set1_ps(pivot), vf = _mm512_set1_ps(floor);
+      const __m512 vp = Simd::set1(pivot), vf = Simd::set1(floor);
       const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-      __m512 acc = _mm512_setzero_ps();
+      __m512 acc = Simd::zero();
       for (; i + 16 <= end; i += 16) {
-        const __m512 v = _mm512_loadu_ps(e + i);
+        const __m512 v = Simd::load(e + i);
         __mmask16 m = _mm512_cmp_ps_mask(v, vp, _CMP_GT_OQ);
         if (const __mmask16 eq = _mm512_cmp_ps_mask(v, vp, _CMP_EQ_OQ)) {
           // lanes i + k < pivot_index, i.e. k < pivot_index - i (clamped into int range)
@@ -210,15 +212,15 @@ inline double sum_ranked_before(const float* e, std::int64_t n, float pivot, std
         m &= _mm512_cmp_ps_mask(v, vf, _CMP_GE_OQ);
         acc = _mm512_mask_add_ps(acc, m, acc, v);
       }
-      sum = _mm512_reduce_add_ps(acc);
+      sum = Simd::reduce_add(acc);
     }
-#elif defined(__AVX2__)
+#elif defined(QWEN_SIMD_AVX2)
     {
-      const __m256 vp = _mm256_set1_ps(pivot), vf = _mm256_set1_ps(floor);
+      const __m256 vp = Simd::set1(pivot), vf = Simd::set1(floor);
       const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-      __m256 acc = _mm256_setzero_ps();
+      __m256 acc = Simd::zero();
       for (; i + 8 <= end; i += 8) {
-        const __m256 v = _mm256_loadu_ps(e + i);
+        const __m256 v = Simd::load(e + i);
         __m256 m = _mm256_cmp_ps(v, vp, _CMP_GT_OQ);
         const __m256 eq = _mm256_cmp_ps(v, vp, _CMP_EQ_OQ);
         if (_mm256_movemask_ps(eq)) {
@@ -227,11 +229,9 @@ inline double sum_ranked_before(const float* e, std::int64_t n, float pivot, std
           m = _mm256_or_ps(m, _mm256_and_ps(eq, before));
         }
         m = _mm256_and_ps(m, _mm256_cmp_ps(v, vf, _CMP_GE_OQ));
-        acc = _mm256_add_ps(acc, _mm256_and_ps(m, v));
+        acc = Simd::add(acc, _mm256_and_ps(m, v));
       }
-      alignas(32) float lanes[8];
-      _mm256_store_ps(lanes, acc);
-      sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5])) + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+      sum = Simd::reduce_add(acc);
     }
 #endif
     for (; i < end; ++i)

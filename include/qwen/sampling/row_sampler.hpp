@@ -331,12 +331,17 @@ inline std::int32_t draw_top_p(std::span<const float> row, float max, const Samp
   return draw_prepared(s, n, uniform_draw(seed, step, max_rejection_rounds));
 }
 
+// 1 / temperature for a non-greedy p, clamped to at least FLT_MIN so that a huge temperature
+// still maps -inf to e = 0 ((-inf - max) * 0 would be NaN) when the scan multiplies in fp32.
+[[nodiscard]] inline double inverse_temperature(const SamplingParams& p) noexcept {
+  return std::max(1.0 / p.temperature, static_cast<double>(std::numeric_limits<float>::min()));
+}
+
 // Prepares the filtered distribution of a processed row (max = its maximum, not -inf).
 inline void prepare(std::span<const float> row, float max, const SamplingParams& p, RowScratch& s) {
   const auto n = static_cast<std::int64_t>(row.size());
   s.reserve(n);
-  // Clamped so that a huge temperature still maps -inf to e = 0: (-inf - max) * 0 would be NaN.
-  const double inv_t = std::max(1.0 / p.temperature, static_cast<double>(std::numeric_limits<float>::min()));
+  const double inv_t = inverse_temperature(p);
   const std::int64_t k = p.top_k > 0 && p.top_k < n ? p.top_k : n;  // tokens top_k lets through
   if (k <= candidate_limit)  // a small top_k, or a small vocabulary (then the heap is a sort)
     prepare_candidates(row, k, p, inv_t, s);
@@ -358,8 +363,7 @@ inline std::int32_t draw_token(std::span<const float> row, float max, const Samp
     prepare(row, max, p, s);
     return draw_prepared(s, n, uniform_draw(seed, step));
   }
-  // Clamped so that a huge temperature still maps -inf to e = 0: (-inf - max) * 0 would be NaN.
-  const double inv_t = std::max(1.0 / p.temperature, static_cast<double>(std::numeric_limits<float>::min()));
+  const double inv_t = inverse_temperature(p);
   const double total = scan::exp_scaled(row.data(), n, max, static_cast<float>(inv_t), s.e.data(), s.block_sum.data());
   return draw_top_p(row, max, p, inv_t, total, seed, step, s);
 }
