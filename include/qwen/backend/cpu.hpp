@@ -31,7 +31,7 @@ namespace qwen {
 class CpuBackend {
  public:
   using Buffer = std::vector<float>;
-  using Rope = kernels::cpu::RopeTable;
+  using Rope = kernels::cpu::RopeFrequencies;
 
   // threads: 0 = every core.
   explicit CpuBackend(unsigned threads = 0) : pool_(threads) {}
@@ -50,7 +50,7 @@ class CpuBackend {
     if (c.yarn)
       yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings),
                                       c.yarn->beta_fast, c.yarn->beta_slow, c.yarn->attention_factor};
-    return kernels::cpu::make_rope_table(c.rope_theta, c.head_dim, yarn);
+    return kernels::cpu::make_rope_frequencies(c.rope_theta, c.head_dim, yarn);
   }
 
   // ---- ops ----
@@ -85,9 +85,16 @@ class CpuBackend {
   // The same, writing to host memory (for the CPU, any memory).
   void linear_to_host(const float* x, std::int64_t n, const LinearWeight& w, float* y) { linear(x, n, w, y); }
 
-  void rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const Rope& table) {
+  // x: [n, heads, 128], rotated in place.
+  void rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const Rope& frequencies) {
+    constexpr int head_dim = 128;
+    if (frequencies.head_dim != head_dim)
+      throw_error<InvalidArgument>("rope: head_dim ", frequencies.head_dim, " is not compiled (Qwen3 uses 128)");
+    resize(cos_sin_, n * head_dim);
     pool_.parallel_for(n, 8, [&](std::int64_t begin, std::int64_t end) {
-      kernels::cpu::apply_rope(x + begin * heads * table.head_dim, end - begin, heads, positions + begin, table);
+      float* cos_sin = cos_sin_.data() + begin * head_dim;
+      kernels::cpu::rope_cos_sin(frequencies, positions + begin, end - begin, cos_sin);
+      kernels::cpu::apply_rope<head_dim>(x + begin * heads * head_dim, end - begin, heads, cos_sin);
     });
   }
 
@@ -149,6 +156,7 @@ class CpuBackend {
   }
 
   kernels::cpu::ThreadPool pool_;
+  Buffer cos_sin_;  // [n][128] the rope's cos / sin
   std::vector<std::span<const std::int32_t>> tables_;
 };
 
