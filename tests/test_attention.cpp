@@ -1,7 +1,10 @@
-// kernels/cpu/attention.hpp: the fast paged attention against the double-precision reference on
-// ragged sequence lengths, mixed prefill chunks and decode tokens, GQA ratios 1 / 2 / 8, head_dim
-// 64 and 128 and block sizes 1, 8, 16, 32; batch and thread-count invariance (bit for bit); the
-// block table really used (scrambled physical blocks, NaN everywhere nobody wrote); argument errors.
+// kernels/cpu/attention.hpp: the fast paged attention against the double-precision reference
+// over head_dim 64 / 128 / 256, GQA groups 1 / 2 / 4 / 8 with 1 to 4 KV heads, block sizes 1,
+// 8, 16, 32, ragged sequence lengths (1, 17, 97, 255, 300), mixed prefill chunks and decode
+// tokens, and two block tables sharing blocks (a forked prefix); batch and thread-count
+// invariance (bit for bit); one plan reused by several runs (as the layers of a step use it)
+// equal to a fresh plan + run, without allocating; the block table really used (scrambled
+// physical blocks, NaN everywhere nobody wrote); argument errors naming their values.
 //
 // Tolerance (fp32 kernel vs double reference): |fast - reference| <= 1e-5 * max|v| per element.
 // Scores are kept to the range real Qwen3 layers produce (standard deviation up to 4, so
@@ -9,11 +12,15 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <numeric>
 #include <random>
 #include <span>
@@ -23,77 +30,129 @@
 #include <qwen/kernels/cpu/attention.hpp>
 #include <qwen/kv/paged_kv.hpp>
 
+// Every allocation of this test program is counted, so that a test can check that plan() and
+// run() allocate nothing. (Over-aligned ones too: the kernel's scratch is over-aligned.)
+namespace {
+std::atomic<std::int64_t> allocation_count{0};
+void* counted_allocation(std::size_t size, std::size_t alignment) {
+  allocation_count.fetch_add(1, std::memory_order_relaxed);
+  size = std::max<std::size_t>(size, 1);
+  void* p = alignment <= alignof(std::max_align_t) ? std::malloc(size)
+                                                    : std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment);
+  if (p == nullptr) throw std::bad_alloc();
+  return p;
+}
+}  // namespace
+void* operator new(std::size_t size) { return counted_allocation(size, 0); }
+void* operator new(std::size_t size, std::align_val_t alignment) {
+  return counted_allocation(size, static_cast<std::size_t>(alignment));
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
+
 namespace {
 
 namespace cpu = qwen::kernels::cpu;
 using qwen::PagedKV;
 using qwen::PagedKVFill;
-using qwen::PagedKVLayerView;
 
 constexpr std::uint32_t poison_bits = 0x7fc0'dead;  // a NaN the kernel never produces
 const float poison = std::bit_cast<float>(poison_bits);
 constexpr double tolerance = 1e-5;                 // times max|v|
 
-// The tokens of one sequence in a step: positions [first, last], all of whose K/V is cached.
-struct Chunk {
-  int sequence;  // index into the sequence list
-  int first, last;
-};
-
-// A filled cache: `lengths[s]` positions of random K/V per sequence, its physical blocks handed
-// out in a scrambled order, spare blocks and the tails of last blocks left as NaN.
-template <int BlockSize>
-struct Scene {
-  int num_kv_heads, head_dim;
-  PagedKV<BlockSize> kv;
-  std::vector<int> ids;
-  std::vector<std::span<const std::int32_t>> tables;
-  float max_abs_v = 0;
-
-  Scene(std::span<const int> lengths, int kv_heads, int dim, float v_scale, std::mt19937& rng)
-      : num_kv_heads(kv_heads), head_dim(dim), kv(1, kv_heads, dim, total_blocks(lengths) + 5, PagedKVFill::nan) {
-    // Scramble the free list: take every block in one-block sequences, free them in random order.
-    std::vector<int> holders(static_cast<std::size_t>(kv.num_blocks()));
-    for (int& h : holders) {
-      h = kv.add_sequence();
-      kv.reserve(h, 1);
-    }
-    std::shuffle(holders.begin(), holders.end(), rng);
-    for (int h : holders) kv.remove_sequence(h);
-
-    std::normal_distribution<float> normal;
-    std::uniform_real_distribution<float> offset(-1.0f, 1.0f);
-    std::vector<float> k(static_cast<std::size_t>(kv_heads * dim)), v(k.size());
-    for (int length : lengths) {
-      const int id = kv.add_sequence();
-      ids.push_back(id);
-      // Grown in steps, as decoding would, so that blocks of different sequences interleave.
-      for (int n = 1; n <= length; n += 1 + length / 3) kv.reserve(id, n);
-      kv.reserve(id, length);
-      for (int p = 0; p < length; ++p) {
-        for (auto& x : k) x = normal(rng);
-        // Values with a per-position offset, so that a wrong position changes the output.
-        const float shift = offset(rng);
-        for (auto& x : v) {
-          x = v_scale * (normal(rng) + shift);
-          max_abs_v = std::max(max_abs_v, std::abs(x));
-        }
-        kv.write(0, id, p, k.data(), v.data());
-      }
-    }
-    for (int id : ids) tables.push_back(kv.block_table(id));
+// Block tables in CSR form.
+struct BlockTables {
+  std::vector<std::int32_t> indptr{0}, indices;
+  void add(std::span<const std::int32_t> table) {
+    indices.insert(indices.end(), table.begin(), table.end());
+    indptr.push_back(static_cast<std::int32_t>(indices.size()));
   }
-
-  static int total_blocks(std::span<const int> lengths) {
-    int blocks = 0;
-    for (int length : lengths) blocks += (length + BlockSize - 1) / BlockSize;
-    return blocks;
+  [[nodiscard]] std::span<const std::int32_t> table(std::size_t s) const {
+    return std::span(indices).subspan(static_cast<std::size_t>(indptr[s]), static_cast<std::size_t>(indptr[s + 1] - indptr[s]));
   }
 };
 
 struct Batch {
   std::vector<std::int32_t> sequence_of_token, position;
   [[nodiscard]] std::size_t size() const { return position.size(); }
+};
+
+cpu::PagedAttentionBatch attention_batch(const Batch& batch, const BlockTables& tables) {
+  return {batch.sequence_of_token, batch.position, tables.indptr, tables.indices};
+}
+
+// A sequence of a scene: `length` positions; a fork shares its first `shared` positions (whole
+// blocks) with sequence `parent`, reading them through the same physical blocks.
+struct SequenceSpec {
+  int length;
+  int parent = -1;
+  int shared = 0;
+};
+
+// A filled cache of `layers` layers in a PagedKV (its storage only: the blocks are handed out
+// here, in a scrambled order, so that forks can share them). Every position of every sequence
+// has random K/V in every layer; spare blocks and the tails of last blocks stay NaN.
+template <int BlockSize>
+struct Scene {
+  int num_kv_heads, head_dim;
+  PagedKV<BlockSize> kv;
+  BlockTables tables;
+  float max_abs_v = 0;
+
+  Scene(std::span<const SequenceSpec> sequences, int layers, int kv_heads, int dim, float v_scale, std::mt19937& rng)
+      : num_kv_heads(kv_heads), head_dim(dim), kv(layers, kv_heads, dim, own_blocks(sequences) + 5, PagedKVFill::nan) {
+    std::vector<std::int32_t> free(static_cast<std::size_t>(kv.num_blocks()));
+    std::iota(free.begin(), free.end(), 0);
+    std::shuffle(free.begin(), free.end(), rng);
+    std::normal_distribution<float> normal;
+    std::uniform_real_distribution<float> offset(-1.0f, 1.0f);
+    const std::size_t slot = static_cast<std::size_t>(kv_heads * dim);
+    std::vector<float> k(slot), v(slot);
+    for (const SequenceSpec& spec : sequences) {
+      REQUIRE(spec.shared % BlockSize == 0);
+      std::vector<std::int32_t> table;
+      if (spec.parent >= 0) {
+        const auto parent = tables.table(static_cast<std::size_t>(spec.parent));
+        table.assign(parent.begin(), parent.begin() + spec.shared / BlockSize);
+      }
+      while (static_cast<int>(table.size()) * BlockSize < spec.length) {
+        table.push_back(free.back());
+        free.pop_back();
+      }
+      for (int layer = 0; layer < layers; ++layer)
+        for (int p = spec.shared; p < spec.length; ++p) {
+          for (auto& x : k) x = normal(rng);
+          // Values with a per-position offset, so that a wrong position changes the output.
+          const float shift = offset(rng);
+          for (auto& x : v) {
+            x = v_scale * (normal(rng) + shift);
+            max_abs_v = std::max(max_abs_v, std::abs(x));
+          }
+          const int block = table[static_cast<std::size_t>(p / BlockSize)];
+          std::copy(k.begin(), k.end(), kv.key(layer, block, p % BlockSize));
+          std::copy(v.begin(), v.end(), kv.value(layer, block, p % BlockSize));
+        }
+      tables.add(table);
+    }
+  }
+
+  [[nodiscard]] cpu::PagedKVLayer layer(int l) const {
+    return {kv.key_pool(l), kv.value_pool(l), kv.num_blocks(), BlockSize, kv.num_kv_heads()};
+  }
+
+  static int own_blocks(std::span<const SequenceSpec> sequences) {
+    int blocks = 0;
+    for (const SequenceSpec& s : sequences) blocks += (s.length - s.shared + BlockSize - 1) / BlockSize;
+    return blocks;
+  }
+};
+
+// The tokens of one sequence in a step: positions [first, last], all of whose K/V is cached.
+struct Chunk {
+  int sequence;  // index into the scene's sequences
+  int first, last;
 };
 
 // Tokens of the chunks, shuffled so that sequences interleave in the batch.
@@ -122,13 +181,11 @@ std::vector<float> random_q(std::size_t n, float sigma, std::mt19937& rng) {
   return q;
 }
 
-template <int HeadDim>
-std::vector<float> run_fast(const std::vector<float>& q, int num_heads, const Batch& batch,
-                            std::span<const std::span<const std::int32_t>> tables, const PagedKVLayerView& view,
-                            float scale, cpu::ThreadPool& pool) {
-  std::vector<float> out(batch.size() * static_cast<std::size_t>(num_heads) * HeadDim, poison);
-  cpu::paged_attention<HeadDim>(q.data(), num_heads, {batch.sequence_of_token, batch.position, tables}, view, scale,
-                                out.data(), pool);
+template <int HeadDim, int Group>
+std::vector<float> run_fast(const std::vector<float>& q, const Batch& batch, const BlockTables& tables,
+                            const cpu::PagedKVLayer& layer, float scale, cpu::ThreadPool& pool) {
+  std::vector<float> out(batch.size() * static_cast<std::size_t>(layer.num_kv_heads * Group) * HeadDim, poison);
+  cpu::paged_attention<HeadDim, Group>(q.data(), attention_batch(batch, tables), layer, scale, out.data(), pool);
   return out;
 }
 
@@ -136,26 +193,31 @@ bool same_bits(std::span<const float> a, std::span<const float> b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// Sequences of ragged lengths, the last a fork of sequence 3 sharing its first 96 positions.
+constexpr SequenceSpec scene_sequences[] = {{1}, {17}, {97}, {255}, {300}, {130, 3, 96}};
+// Decode tokens (the last position) mixed with prefill chunks that start anywhere; the fork's
+// chunk reads both shared and own blocks.
+constexpr Chunk scene_chunks[] = {{0, 0, 0}, {1, 0, 16}, {2, 96, 96}, {3, 190, 254}, {4, 299, 299}, {5, 90, 129}};
+
 // Fast against reference for one configuration, then invariance: thread counts 1, 2, 3, each
-// token alone, and each sequence's tokens in chunks of 1, 7 and 64.
-template <int BlockSize, int HeadDim>
-void check_configuration(int num_heads, int num_kv_heads, float q_sigma, float v_scale, unsigned seed) {
+// token alone, each sequence's tokens in chunks of 1, 7 and 64, and a shared block read through
+// either table.
+template <int BlockSize, int HeadDim, int Group>
+void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigned seed) {
   std::mt19937 rng(seed);
-  const int lengths[] = {1, 17, 97, 255, 300};
-  Scene<BlockSize> scene(lengths, num_kv_heads, HeadDim, v_scale, rng);
-  // Decode tokens (the last position) mixed with prefill chunks that start anywhere.
-  const Chunk chunks[] = {{0, 0, 0}, {1, 0, 16}, {2, 96, 96}, {3, 190, 254}, {4, 299, 299}};
-  const Batch batch = make_batch(chunks, rng);
+  const Scene<BlockSize> scene(scene_sequences, 1, num_kv_heads, HeadDim, v_scale, rng);
+  const Batch batch = make_batch(scene_chunks, rng);
+  const int num_heads = num_kv_heads * Group;
   const std::size_t row = static_cast<std::size_t>(num_heads) * HeadDim;
   const auto q = random_q(batch.size() * row, q_sigma, rng);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HeadDim));
-  const PagedKVLayerView view = scene.kv.layer_view(0);
+  const cpu::PagedKVLayer layer = scene.layer(0);
 
   std::vector<float> expected(q.size(), poison);
-  cpu::paged_attention_reference(q.data(), num_heads, {batch.sequence_of_token, batch.position, scene.tables}, view,
-                                 scale, expected.data());
+  cpu::paged_attention_reference(q.data(), num_heads, HeadDim, attention_batch(batch, scene.tables), layer, scale,
+                                 expected.data());
   cpu::ThreadPool pool1(1), pool2(2), pool3(3);
-  const auto out = run_fast<HeadDim>(q, num_heads, batch, scene.tables, view, scale, pool1);
+  const auto out = run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool1);
 
   double max_error = 0;
   bool finite = true, nonzero = false;
@@ -171,15 +233,15 @@ void check_configuration(int num_heads, int num_kv_heads, float q_sigma, float v
   REQUIRE(nonzero);
   CHECK(max_error <= tolerance * scene.max_abs_v);
 
-  CHECK(same_bits(out, run_fast<HeadDim>(q, num_heads, batch, scene.tables, view, scale, pool2)));
-  CHECK(same_bits(out, run_fast<HeadDim>(q, num_heads, batch, scene.tables, view, scale, pool3)));
+  CHECK(same_bits(out, run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool2)));
+  CHECK(same_bits(out, run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool3)));
 
   // Each token alone.
   bool alone_identical = true;
   for (std::size_t t = 0; t < batch.size(); ++t) {
     const Batch one{{batch.sequence_of_token[t]}, {batch.position[t]}};
     const std::vector<float> q_one(q.begin() + static_cast<std::ptrdiff_t>(t * row), q.begin() + static_cast<std::ptrdiff_t>((t + 1) * row));
-    const auto got = run_fast<HeadDim>(q_one, num_heads, one, scene.tables, view, scale, pool2);
+    const auto got = run_fast<HeadDim, Group>(q_one, one, scene.tables, layer, scale, pool2);
     alone_identical = alone_identical && same_bits(got, std::span(out).subspan(t * row, row));
   }
   CHECK(alone_identical);
@@ -187,7 +249,7 @@ void check_configuration(int num_heads, int num_kv_heads, float q_sigma, float v
   // Each sequence on its own, its tokens in position order cut into chunks of 1, 7 and 64.
   for (std::size_t chunk_size : {std::size_t{1}, std::size_t{7}, std::size_t{64}}) {
     bool chunked_identical = true;
-    for (std::int32_t s = 0; s < 5; ++s) {
+    for (std::int32_t s = 0; s < static_cast<std::int32_t>(std::size(scene_sequences)); ++s) {
       std::vector<std::size_t> rows;
       for (std::size_t t = 0; t < batch.size(); ++t)
         if (batch.sequence_of_token[t] == s) rows.push_back(t);
@@ -202,7 +264,7 @@ void check_configuration(int num_heads, int num_kv_heads, float q_sigma, float v
           q_part.insert(q_part.end(), q.begin() + static_cast<std::ptrdiff_t>(rows[i] * row),
                         q.begin() + static_cast<std::ptrdiff_t>((rows[i] + 1) * row));
         }
-        const auto got = run_fast<HeadDim>(q_part, num_heads, part, scene.tables, view, scale, pool3);
+        const auto got = run_fast<HeadDim, Group>(q_part, part, scene.tables, layer, scale, pool3);
         for (std::size_t i = begin; i < end; ++i)
           chunked_identical = chunked_identical &&
                               same_bits(std::span(got).subspan((i - begin) * row, row), std::span(out).subspan(rows[i] * row, row));
@@ -211,6 +273,16 @@ void check_configuration(int num_heads, int num_kv_heads, float q_sigma, float v
     INFO("chunk size " << chunk_size);
     CHECK(chunked_identical);
   }
+
+  // The fork and its parent read positions 0 .. 95 from the same blocks: the same q at the same
+  // position gives the same bits through either table.
+  const Batch twins{{3, 5, 3, 5}, {0, 0, 95, 95}};
+  const auto q_first = random_q(row, q_sigma, rng), q_last = random_q(row, q_sigma, rng);
+  std::vector<float> q_twins;
+  for (const auto* q_row : {&q_first, &q_first, &q_last, &q_last}) q_twins.insert(q_twins.end(), q_row->begin(), q_row->end());
+  const auto got_twins = run_fast<HeadDim, Group>(q_twins, twins, scene.tables, layer, scale, pool2);
+  CHECK(same_bits(std::span(got_twins).subspan(0, row), std::span(got_twins).subspan(row, row)));
+  CHECK(same_bits(std::span(got_twins).subspan(2 * row, row), std::span(got_twins).subspan(3 * row, row)));
 }
 
 }  // namespace
@@ -226,36 +298,81 @@ TEST_CASE("attention: the build uses the expected vector path", "[attention]") {
   SUCCEED("vector path: " << isa);
 }
 
-TEST_CASE("attention: fast equals the double reference, head_dim 128", "[attention]") {
-  // GQA ratios 1, 2, 8; block sizes 1, 8, 16 (the default) and 32 (two tiles per block);
-  // q scales giving near-uniform (0.1), moderate (1) and peaked (4) softmax weights.
-  SECTION("block 16") {
-    check_configuration<16, 128>(4, 4, 1.0f, 1.0f, 1);
-    check_configuration<16, 128>(8, 4, 4.0f, 0.01f, 2);
-    check_configuration<16, 128>(16, 2, 0.1f, 30.0f, 3);
-  }
-  SECTION("block 8") {
-    check_configuration<8, 128>(2, 2, 4.0f, 1.0f, 4);
-    check_configuration<8, 128>(4, 2, 0.1f, 3.0f, 5);
-    check_configuration<8, 128>(8, 1, 1.0f, 0.5f, 6);
-  }
-  SECTION("block 32") {
-    check_configuration<32, 128>(8, 1, 4.0f, 1.0f, 7);
-    check_configuration<32, 128>(4, 2, 1.0f, 2.0f, 8);
-  }
-  SECTION("block 1") { check_configuration<1, 128>(4, 2, 1.0f, 1.0f, 9); }
+// The sweep: every head_dim with every group, block size 16 (the forward pass's); q scales
+// giving near-uniform (0.1), moderate (1) and peaked (4) softmax weights.
+TEST_CASE("attention: fast equals the double reference, head_dim 64, groups 1 / 2 / 4 / 8", "[attention]") {
+  check_configuration<16, 64, 1>(4, 1.0f, 1.0f, 10);
+  check_configuration<16, 64, 2>(3, 4.0f, 1.0f, 11);
+  check_configuration<16, 64, 4>(2, 0.1f, 1.0f, 12);
+  check_configuration<16, 64, 8>(1, 1.0f, 30.0f, 13);
 }
 
-TEST_CASE("attention: fast equals the double reference, head_dim 64", "[attention]") {
-  check_configuration<16, 64>(2, 2, 1.0f, 1.0f, 10);
-  check_configuration<16, 64>(4, 2, 4.0f, 1.0f, 11);
-  check_configuration<8, 64>(16, 2, 0.1f, 1.0f, 12);
+TEST_CASE("attention: fast equals the double reference, head_dim 128, groups 1 / 2 / 4 / 8", "[attention]") {
+  check_configuration<16, 128, 1>(2, 1.0f, 1.0f, 1);
+  check_configuration<16, 128, 2>(4, 4.0f, 0.01f, 2);
+  check_configuration<16, 128, 4>(1, 0.1f, 3.0f, 3);
+  check_configuration<16, 128, 8>(2, 1.0f, 1.0f, 4);
+}
+
+TEST_CASE("attention: fast equals the double reference, head_dim 256, groups 1 / 2 / 4 / 8", "[attention]") {
+  check_configuration<16, 256, 1>(3, 4.0f, 1.0f, 20);
+  check_configuration<16, 256, 2>(1, 1.0f, 2.0f, 21);
+  check_configuration<16, 256, 4>(2, 1.0f, 1.0f, 22);
+  check_configuration<16, 256, 8>(1, 0.1f, 0.5f, 23);
+}
+
+TEST_CASE("attention: fast equals the double reference, block sizes 1, 8 and 32", "[attention]") {
+  // 8: two blocks per tile's worth of positions; 32: two tiles per block; 1: a block per position.
+  check_configuration<8, 128, 2>(2, 4.0f, 1.0f, 5);
+  check_configuration<8, 128, 8>(1, 0.1f, 3.0f, 6);
+  check_configuration<32, 128, 8>(1, 4.0f, 1.0f, 7);
+  check_configuration<32, 128, 2>(2, 1.0f, 2.0f, 8);
+  check_configuration<1, 128, 2>(2, 1.0f, 1.0f, 9);
+}
+
+TEST_CASE("attention: one plan serves every layer of a step, as a fresh plan + run does, without allocating",
+          "[attention]") {
+  constexpr int dim = 128, group = 4, kv_heads = 2, heads = kv_heads * group, layers = 3;
+  std::mt19937 rng(31);
+  const Scene<16> scene(scene_sequences, layers, kv_heads, dim, 1.0f, rng);
+  const Batch step1 = make_batch(scene_chunks, rng);
+  // A second step: decode tokens of three sequences, in another order.
+  const Batch step2{{4, 0, 5}, {299, 0, 129}};
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  const std::size_t row = heads * dim;
+  cpu::ThreadPool pool(3), other_pool(2);
+  cpu::PagedAttention<dim, group> attention(static_cast<std::int64_t>(step1.size()), 6, kv_heads, pool);
+  REQUIRE(attention.num_heads() == heads);
+
+  for (const Batch* step : {&step1, &step2, &step1}) {
+    // Layer order 0, 1, 2, 0 with a new q each time, as a forward pass would.
+    const int order[] = {0, 1, 2, 0};
+    std::vector<std::vector<float>> qs, outs;
+    for (std::size_t i = 0; i < std::size(order); ++i) {
+      qs.push_back(random_q(step->size() * row, 1.0f, rng));
+      outs.emplace_back(step->size() * row, poison);
+    }
+    const std::int64_t before = allocation_count.load();
+    attention.plan(attention_batch(*step, scene.tables), scene.kv.num_blocks(), 16);
+    for (std::size_t i = 0; i < std::size(order); ++i)
+      attention.run(qs[i].data(), scene.layer(order[i]), scale, outs[i].data());
+    const std::int64_t allocations = allocation_count.load() - before;
+    CHECK(allocations == 0);
+
+    bool identical = true;
+    for (std::size_t i = 0; i < std::size(order); ++i)
+      identical = identical && same_bits(outs[i], run_fast<dim, group>(qs[i], *step, scene.tables, scene.layer(order[i]),
+                                                                       scale, other_pool));
+    CHECK(identical);
+    // The layers really differ (a stale layer would pass the comparison above only by chance).
+    CHECK_FALSE(same_bits(run_fast<dim, group>(qs[0], *step, scene.tables, scene.layer(1), scale, other_pool), outs[0]));
+  }
 }
 
 TEST_CASE("attention: the block table is what locates K/V", "[attention]") {
   // The same logical K/V stored in two pools with different physical block orders (the rest
   // NaN) gives the same bits; a table pointing at a NaN block makes the output NaN.
-  constexpr int bs = 16, dim = 128, kv_heads = 2, heads = 4, blocks = 12;
+  constexpr int bs = 16, dim = 128, kv_heads = 2, group = 2, heads = kv_heads * group, blocks = 12;
   const std::size_t slot = kv_heads * dim, block_floats = bs * slot;
   std::mt19937 rng(21);
   std::normal_distribution<float> normal;
@@ -287,16 +404,18 @@ TEST_CASE("attention: the block table is what locates K/V", "[attention]") {
   const auto q = random_q(batch.size() * heads * dim, 1.0f, rng);
   const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
   cpu::ThreadPool pool(2);
-  const std::span<const std::int32_t> tables_a[] = {table_a}, tables_b[] = {table_b};
-  const auto out_a = run_fast<dim>(q, heads, batch, tables_a, {ka.data(), va.data(), blocks, bs, kv_heads, dim}, scale, pool);
-  const auto out_b = run_fast<dim>(q, heads, batch, tables_b, {kb.data(), vb.data(), blocks, bs, kv_heads, dim}, scale, pool);
+  BlockTables tables_a, tables_b;
+  tables_a.add(table_a);
+  tables_b.add(table_b);
+  const auto out_a = run_fast<dim, group>(q, batch, tables_a, {ka.data(), va.data(), blocks, bs, kv_heads}, scale, pool);
+  const auto out_b = run_fast<dim, group>(q, batch, tables_b, {kb.data(), vb.data(), blocks, bs, kv_heads}, scale, pool);
   CHECK(std::all_of(out_a.begin(), out_a.end(), [](float x) { return std::isfinite(x); }));
   CHECK(same_bits(out_a, out_b));
 
   // Pointing the third logical block at an unwritten (NaN) block poisons exactly the tokens that read it.
-  const std::vector<std::int32_t> table_bad = {9, 2, 5, 0, 6};
-  const std::span<const std::int32_t> tables_bad[] = {table_bad};
-  const auto out_bad = run_fast<dim>(q, heads, batch, tables_bad, {kb.data(), vb.data(), blocks, bs, kv_heads, dim}, scale, pool);
+  BlockTables tables_bad;
+  tables_bad.add(std::vector<std::int32_t>{9, 2, 5, 0, 6});
+  const auto out_bad = run_fast<dim, group>(q, batch, tables_bad, {kb.data(), vb.data(), blocks, bs, kv_heads}, scale, pool);
   const std::size_t row = heads * dim;
   CHECK(same_bits(std::span(out_bad).first(2 * bs * row), std::span(out_b).first(2 * bs * row)));
   CHECK(std::all_of(out_bad.begin() + static_cast<std::ptrdiff_t>(2 * bs * row), out_bad.end(), [](float x) { return std::isnan(x); }));
@@ -365,35 +484,69 @@ TEST_CASE("attention: the tile reduction equals the per-row reduction bit for bi
 TEST_CASE("attention: bad arguments are rejected by name", "[attention]") {
   PagedKV<16> kv(1, 2, 128, 4);
   const int seq = kv.add_sequence();
-  kv.reserve(seq, 20);
-  const std::span<const std::int32_t> tables[] = {kv.block_table(seq)};
+  kv.reserve(seq, 20);  // 2 blocks
+  BlockTables tables;
+  tables.add(kv.block_table(seq));
+  const cpu::PagedKVLayer layer{kv.key_pool(0), kv.value_pool(0), kv.num_blocks(), 16, kv.num_kv_heads()};
   std::vector<float> q(4 * 128, 0.5f), out(q.size());
-  const std::int32_t seq0[] = {0}, pos19[] = {19}, pos32[] = {32}, seq1[] = {1}, pos_neg[] = {-1};
+  const std::vector<std::int32_t> seq0 = {0}, pos19 = {19}, pos32 = {32}, seq1 = {1}, pos_neg = {-1}, none;
   const float scale = 0.088f;
   cpu::ThreadPool pool(1);
-  const auto view = kv.layer_view(0);
+  cpu::PagedAttention<128, 2> attention(4, 2, 2, pool);
   using Catch::Contains;
+  const auto plan = [&](std::span<const std::int32_t> sequence_of_token, std::span<const std::int32_t> position,
+                        const std::vector<std::int32_t>& indptr, const std::vector<std::int32_t>& indices,
+                        int num_blocks = 4, int block_size = 16) {
+    attention.plan({sequence_of_token, position, indptr, indices}, num_blocks, block_size);
+  };
+  const auto& indptr = tables.indptr;
+  const auto& indices = tables.indices;
 
-  CHECK_THROWS_WITH(cpu::paged_attention<64>(q.data(), 4, {seq0, pos19, tables}, view, scale, out.data(), pool),
-                    Contains("head_dim 128, the kernel is compiled for 64"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 3, {seq0, pos19, tables}, view, scale, out.data(), pool),
+  CHECK_THROWS_WITH(attention.run(q.data(), layer, scale, out.data()), Contains("no batch is planned"));
+  CHECK_THROWS_WITH(plan(seq0, pos32, indptr, indices), Contains("token 0 at position 32 needs 3 blocks of 16, the block table of sequence index 0 has 2"));
+  CHECK_THROWS_WITH(plan(seq1, pos19, indptr, indices), Contains("token 0 has sequence index 1, there are 1 block tables"));
+  CHECK_THROWS_WITH(plan(seq0, pos_neg, indptr, indices), Contains("token 0 has position -1"));
+  CHECK_THROWS_WITH(plan(seq0, none, indptr, indices), Contains("sequence_of_token has 1 entries, position has 0"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, indptr, {0, 7}), Contains("block table of sequence index 0 entry 1 is block 7, the pool has 4"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, indptr, {-3, 1}), Contains("entry 0 is block -3, the pool has 4"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, indptr, {0, 4}), Contains("entry 1 is block 4, the pool has 4"));
+  const std::vector<std::int32_t> pos31 = {31};  // the last position 2 blocks hold
+  CHECK_NOTHROW(plan(seq0, pos31, indptr, indices));
+  CHECK_THROWS_WITH(plan(seq0, pos19, indptr, indices, 0), Contains("num_blocks 0 and block_size 16 must be positive"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, {}, indices), Contains("block_table_indptr is empty"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, {1, 2}, indices), Contains("block_table_indptr[0] is 1, must be 0"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, {0, 2, 1}, indices), Contains("block_table_indptr[2] is 1, below block_table_indptr[1] = 2"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, {0, 3}, indices), Contains("block_table_indptr ends at 3, block_table_indices has 2 entries"));
+  const std::vector<std::int32_t> five_seq(5, 0), five_pos(5, 3);
+  CHECK_THROWS_WITH(plan(five_seq, five_pos, indptr, indices), Contains("5 tokens, more than max_tokens 4"));
+  CHECK_THROWS_WITH(plan(seq0, pos19, {0, 2, 2, 2}, indices), Contains("3 sequences, more than max_sequences 2"));
+  // After a failed plan nothing is planned.
+  CHECK_THROWS_WITH(attention.run(q.data(), layer, scale, out.data()), Contains("no batch is planned"));
+  // Only the blocks a token reads are checked: a table may run on past them.
+  const std::vector<std::int32_t> indptr_long = {0, 3}, indices_long = {indices[0], indices[1], 99};
+  CHECK_NOTHROW(plan(seq0, pos19, indptr_long, indices_long));
+
+  // run: the layer must have the planned geometry; cheap checks only.
+  plan(seq0, pos19, indptr, indices);
+  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 5, 16, 2}, scale, out.data()),
+                    Contains("the layer has num_blocks 5, block_size 16, num_kv_heads 2; planned for 4, 16, 2"));
+  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 4, 8, 2}, scale, out.data()), Contains("block_size 8"));
+  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 4, 16, 1}, scale, out.data()), Contains("num_kv_heads 1"));
+  CHECK_THROWS_WITH(attention.run(q.data(), {nullptr, layer.value, 4, 16, 2}, scale, out.data()), Contains("null K or V pool"));
+  CHECK_THROWS_WITH(attention.run(q.data(), layer, std::nanf(""), out.data()), Contains("scale nan is not finite"));
+  CHECK_THROWS_WITH(attention.run(nullptr, layer, scale, out.data()), Contains("null q or out"));
+  CHECK_NOTHROW(attention.run(q.data(), layer, scale, out.data()));
+
+  CHECK_THROWS_WITH((cpu::PagedAttention<128, 2>(4, 2, 0, pool)), Contains("num_kv_heads 0 must all be positive"));
+  CHECK_THROWS_WITH((cpu::PagedAttention<128, 2>(0, 2, 2, pool)), Contains("max_tokens 0"));
+  CHECK_THROWS_WITH(cpu::paged_attention_reference(q.data(), 3, 128, {seq0, pos19, indptr, indices}, layer, scale, out.data()),
                     Contains("num_heads 3 is not a positive multiple of num_kv_heads 2"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq0, pos32, tables}, view, scale, out.data(), pool),
-                    Contains("position 32 needs 3 blocks of 16"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq1, pos19, tables}, view, scale, out.data(), pool),
-                    Contains("sequence index 1, there are 1 block tables"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq0, pos_neg, tables}, view, scale, out.data(), pool),
-                    Contains("position -1"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq0, {}, tables}, view, scale, out.data(), pool),
-                    Contains("sequence_of_token has 1 entries, position has 0"));
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq0, pos19, tables}, view, std::nanf(""), out.data(), pool),
-                    Contains("scale nan is not finite"));
-  const std::int32_t bad_table[] = {0, 7};
-  const std::span<const std::int32_t> bad_tables[] = {bad_table};
-  CHECK_THROWS_WITH(cpu::paged_attention<128>(q.data(), 4, {seq0, pos19, bad_tables}, view, scale, out.data(), pool),
+  CHECK_THROWS_WITH(cpu::paged_attention_reference(q.data(), 4, 128, {seq0, pos19, indptr, std::vector<std::int32_t>{0, 7}}, layer,
+                                                   scale, out.data()),
                     Contains("entry 1 is block 7, the pool has 4"));
-  CHECK_THROWS_AS(cpu::paged_attention_reference(q.data(), 4, {seq0, pos19, bad_tables}, view, scale, out.data()),
-                  qwen::InvalidArgument);
   // An empty batch is valid and touches nothing.
-  CHECK_NOTHROW(cpu::paged_attention<128>(nullptr, 4, {{}, {}, tables}, view, scale, nullptr, pool));
+  const std::vector<std::int32_t> no_tables = {0};
+  plan(none, none, no_tables, none);
+  CHECK_NOTHROW(attention.run(nullptr, layer, scale, nullptr));
+  CHECK_NOTHROW(cpu::paged_attention<128, 2>(nullptr, {{}, {}, indptr, indices}, layer, scale, nullptr, pool));
 }

@@ -2,8 +2,10 @@
 // RoPE/YaRN, against the inverse frequencies transformers computed (tests/golden/reference/yarn).
 #include <catch2/catch.hpp>
 
+#include <bit>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <random>
@@ -65,16 +67,16 @@ TEST_CASE("small ops: rms_norm equals its double reference over ragged sizes, f3
   }
 }
 
-TEST_CASE("small ops: rope tables equal transformers' (plain and YaRN) and rotation equals its reference", "[small_ops]") {
+TEST_CASE("small ops: rope frequencies equal transformers' (plain and YaRN)", "[small_ops]") {
   // Plain RoPE: inv_freq[i] = theta^(-2i/d), fp32.
-  const RopeTable plain = make_rope_table(1e6, 128);
+  const RopeFrequencies plain = make_rope_frequencies(1e6, 128);
   REQUIRE(plain.inv_freq.size() == 64);
   for (int i = 0; i < 64; ++i)
     CHECK(std::abs(plain.inv_freq[static_cast<std::size_t>(i)] - std::pow(1e6, -2.0 * i / 128)) <= 2e-7 * std::pow(1e6, -2.0 * i / 128));
   CHECK(plain.attention_scaling == 1.0f);
 
   // YaRN as configured in the golden 'yarn' fixture; transformers' own inv_freq is stored there.
-  const RopeTable yarn = make_rope_table(1e6, 128, YarnParams{4.0, 128, 32, 1, std::nullopt});
+  const RopeFrequencies yarn = make_rope_frequencies(1e6, 128, YarnParams{4.0, 128, 32, 1, std::nullopt});
   CHECK(yarn.attention_scaling == static_cast<float>(0.1 * std::log(4.0) + 1.0));
   const auto ref = io::SafetensorsFile::open(std::filesystem::path(QWEN_GOLDEN_DIR) / "reference" / "yarn.safetensors");
   const TensorView hf = ref.view("rope.inv_freq");
@@ -89,19 +91,62 @@ TEST_CASE("small ops: rope tables equal transformers' (plain and YaRN) and rotat
   }
   CHECK(differ <= 8);
   CHECK(yarn.inv_freq != plain.inv_freq);
+  CHECK_THROWS_AS(make_rope_frequencies(1e6, 127), InvalidArgument);
+}
 
-  for (const RopeTable* table : {&plain, &yarn}) {
-    const std::int64_t n = 5, heads = 3;
-    const std::vector<std::int32_t> positions = {0, 1, 17, 255, 40959};
-    const auto x = random_floats(static_cast<std::size_t>(n * heads * 128), 21);
+TEST_CASE("small ops: the rope cos / sin table and rotation equal the per-token formula bit for bit and the reference",
+          "[small_ops]") {
+  const RopeFrequencies plain = make_rope_frequencies(1e6, 128);
+  const RopeFrequencies yarn = make_rope_frequencies(1e6, 128, YarnParams{4.0, 128, 32, 1, std::nullopt});
+  constexpr int d = 128, half = d / 2;
+  for (const RopeFrequencies* frequencies : {&plain, &yarn}) {
+    const std::vector<std::int32_t> positions = {0, 1, 17, 97, 255, 40959, 131071};
+    const auto n = static_cast<std::int64_t>(positions.size());
+    const std::int64_t heads = 3;
+    std::vector<float> cos_sin(static_cast<std::size_t>(n * d), NAN);
+    rope_cos_sin(*frequencies, positions.data(), n, cos_sin.data());
+
+    // The formula apply_rope used per token before the table existed, written out here: the
+    // fp32 angle, cos / sin in double rounded to float and scaled, then the rotation.
+    const auto x = random_floats(static_cast<std::size_t>(n * heads * d), 21);
+    std::vector<float> per_token = x;
+    bool table_identical = true;
+    for (std::int64_t t = 0; t < n; ++t) {
+      float cos_row[half], sin_row[half];
+      for (int i = 0; i < half; ++i) {
+        const float angle = static_cast<float>(positions[static_cast<std::size_t>(t)]) * frequencies->inv_freq[static_cast<std::size_t>(i)];
+        cos_row[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * frequencies->attention_scaling;
+        sin_row[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * frequencies->attention_scaling;
+        table_identical = table_identical && std::bit_cast<std::uint32_t>(cos_row[i]) ==
+                                                 std::bit_cast<std::uint32_t>(cos_sin[static_cast<std::size_t>(t * d + i)]);
+        table_identical = table_identical && std::bit_cast<std::uint32_t>(sin_row[i]) ==
+                                                 std::bit_cast<std::uint32_t>(cos_sin[static_cast<std::size_t>(t * d + half + i)]);
+      }
+      for (std::int64_t h = 0; h < heads; ++h) {
+        float* v = per_token.data() + (t * heads + h) * d;
+        for (int i = 0; i < half; ++i) {
+          const float a = v[i], b = v[i + half];
+          const float c = cos_row[i], s = sin_row[i];
+          v[i] = a * c - b * s;
+          v[i + half] = b * c + a * s;
+        }
+      }
+    }
+    CHECK(table_identical);
+
     std::vector<float> got = x, expected = x;
-    apply_rope(got.data(), n, heads, positions.data(), *table);
-    apply_rope_reference(expected.data(), n, heads, positions.data(), *table);
+    apply_rope<d>(got.data(), n, heads, cos_sin.data());
+    apply_rope_reference(expected.data(), n, heads, positions.data(), *frequencies);
+    CHECK(std::memcmp(got.data(), per_token.data(), got.size() * sizeof(float)) == 0);
     check_close(got, expected, 0, 1e-6);  // fp32 cos/sin and products: a few ulp of values ~4
     // Position 0 is the identity (times the attention scaling).
-    for (int i = 0; i < 128; ++i) CHECK(got[static_cast<std::size_t>(i)] == x[static_cast<std::size_t>(i)] * table->attention_scaling);
+    for (int i = 0; i < d; ++i) CHECK(got[static_cast<std::size_t>(i)] == x[static_cast<std::size_t>(i)] * frequencies->attention_scaling);
   }
-  CHECK_THROWS_AS(make_rope_table(1e6, 127), InvalidArgument);
+  RopeFrequencies broken = plain;
+  broken.inv_freq.pop_back();
+  std::vector<float> cos_sin(d);
+  const std::int32_t position = 3;
+  CHECK_THROWS_WITH(rope_cos_sin(broken, &position, 1, cos_sin.data()), Catch::Contains("head_dim 128 with 63 inverse frequencies"));
 }
 
 TEST_CASE("small ops: silu_mul and embedding", "[small_ops]") {

@@ -2,28 +2,37 @@
 // sequences (prefill chunks of any length at any position, and decode tokens, mixed).
 //
 // Contract
-//   q:   [n_tokens, num_heads, HeadDim] fp32, already q_norm'ed and rotated
-//   out: [n_tokens, num_heads, HeadDim] fp32, fully overwritten; must not overlap q
-//   batch.sequence_of_token[t]: index into batch.block_tables of token t's sequence
+//   q:   [n_tokens, num_kv_heads * Group, HeadDim] fp32, already q_norm'ed and rotated
+//   out: [n_tokens, num_kv_heads * Group, HeadDim] fp32, fully overwritten; must not overlap q
+//   batch.sequence_of_token[t]: index s of token t's sequence, 0 <= s < num_sequences
 //   batch.position[t]:          absolute position of token t; it attends to positions
 //                               0 .. position[t] (inclusive) of its own sequence
-//   batch.block_tables[s]:      physical block ids of sequence s in logical order (position p is
-//                               at slot p % block_size of block block_tables[s][p / block_size]),
-//                               e.g. PagedKV::block_table(seq); it must cover every position read
-//   kv: one layer's pools, [num_blocks][block_size][num_kv_heads][HeadDim] (qwen/kv/paged_kv.hpp).
-//       The K/V of every position a token reads, its own included, is already written; nothing
+//   batch.block_table_indptr / block_table_indices: the block tables in CSR form. Sequence s's
+//                               physical block ids, in logical order, are
+//                               indices[indptr[s] .. indptr[s + 1]); position p is at slot
+//                               p % block_size of block indices[indptr[s] + p / block_size].
+//                               A table must cover every position read; two tables may name
+//                               the same block (a shared prefix).
+//   kv: one layer's pools, key and value [num_blocks][block_size][num_kv_heads][HeadDim]. The
+//       K/V of every position a token reads, its own included, is already written; nothing
 //       else of the pools is read (unwritten slots may hold anything, NaN included).
-//   Query head h uses KV head h / (num_heads / num_kv_heads).
+//   Query head h uses KV head h / Group.
 //
 //   out[t, h] = sum_p softmax_p(scale * q[t, h] . k[p]) * v[p],   p = 0 .. position[t]
 //
-// The fast version (paged_attention) computes in fp32 with an online softmax: a running max and
-// sum per (token, query head), rescaled once per tile of at most 16 positions inside one block;
-// no score matrix over a whole sequence is materialised.
+// Plan, then run: PagedAttention reserves its work lists and scratch once (constructor); plan()
+// checks a step's batch against the pool geometry and splits the work (once per step, on the
+// calling thread); run() computes one layer (once per layer), allocating nothing and checking
+// only that the layer has the planned geometry. The batch's arrays are read by plan() and by
+// every run(): they must stay alive and unchanged until the last run() of the step.
+//
+// The fast version computes in fp32 with an online softmax: a running max and sum per (token,
+// query head), rescaled once per tile of at most 16 positions inside one block; no score matrix
+// over a whole sequence is materialised.
 //   - Work item = (query group, KV head). A query group is up to 8 consecutive tokens of the
 //     batch from one sequence (a prefill chunk becomes several groups, a decode token is one);
-//     its tokens and the query heads of the KV group go through each K/V tile together, so a
-//     tile comes from memory once and is reused from L1.
+//     its tokens and the Group query heads of the KV head go through each K/V tile together,
+//     so a tile comes from memory once and is reused from L1.
 //   - Items are split over the ThreadPool into one contiguous range per thread, of about equal
 //     cost (positions read). Consecutive items of one group (several KV heads) are run together,
 //     so a position's K/V slot is read as one contiguous piece.
@@ -50,17 +59,26 @@
 #include <qwen/kernels/cpu/thread_pool.hpp>
 
 #include "qwen/core/error.hpp"
-#include "qwen/kv/paged_kv.hpp"
-
 
 namespace qwen::kernels::cpu {
 
-// The batch's addressing: which sequence and position each token has, and each sequence's
-// block table. Made once per step by the caller (the forward pass), read by every layer.
+// One layer's pools: key, value [num_blocks][block_size][num_kv_heads][HeadDim] fp32.
+struct PagedKVLayer {
+  const float* key = nullptr;
+  const float* value = nullptr;
+  int num_blocks = 0;
+  int block_size = 0;
+  int num_kv_heads = 0;
+};
+
+// A step's addressing: which sequence and position each token has, and each sequence's block
+// table in CSR form (FlashInfer's indptr / indices). Made once per step by the caller (the
+// forward pass), read by every layer.
 struct PagedAttentionBatch {
-  std::span<const std::int32_t> sequence_of_token;               // [n_tokens]
-  std::span<const std::int32_t> position;                        // [n_tokens]
-  std::span<const std::span<const std::int32_t>> block_tables;   // [num_sequences][blocks]
+  std::span<const std::int32_t> sequence_of_token;    // [n_tokens] index of the token's sequence
+  std::span<const std::int32_t> position;             // [n_tokens]
+  std::span<const std::int32_t> block_table_indptr;   // [num_sequences + 1], indptr[0] = 0, non-decreasing
+  std::span<const std::int32_t> block_table_indices;  // [indptr[num_sequences]] physical block ids
 };
 
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized
@@ -81,7 +99,6 @@ inline constexpr int max_group_tokens = 8;
 // The vector lanes and exp are kernels/cpu/simd.hpp's (shared with the sampler's row passes).
 using simd::Simd;
 static_assert(tile == simd::reduce_rows_count, "a tile's scores are reduced in one reduce_rows");
-
 static_assert(tile % Simd::width == 0, "a tile is a whole number of vectors");
 
 // The loops over the chunks of a head (HeadDim / width, e.g. 8) must be unrolled so that the
@@ -94,37 +111,36 @@ static_assert(tile % Simd::width == 0, "a tile is a whole number of vectors");
 #define QWEN_ATTENTION_UNROLL
 #endif
 
-// Up to max_group_tokens consecutive tokens of the batch from one sequence.
+// Up to max_group_tokens consecutive tokens of the batch from one sequence, with what every
+// layer needs of them, found once by plan().
 struct QueryGroup {
   std::int64_t first_token = 0;
   int num_tokens = 0;
+  int max_length = 0;                         // largest position of its tokens, plus one
+  const std::int32_t* block_table = nullptr;  // its sequence's physical block ids
 };
 
-// Online-softmax state of every (token, query head) of a group of up to group_tokens tokens,
-// plus one tile's scores.
+// Online-softmax state of every (token, query head) of a query group, plus one tile's scores.
+// One per pool thread.
+template <int Group>
 struct Scratch {
-  Scratch(int group_tokens, int num_heads, int head_dim, int group)
-      : heads(static_cast<std::size_t>(num_heads)),
-        acc(static_cast<std::size_t>(group_tokens) * heads * static_cast<std::size_t>(head_dim)),
-        running_max(static_cast<std::size_t>(group_tokens) * heads),
-        running_sum(running_max.size()),
-        scores(static_cast<std::size_t>(group) * tile) {}
-  std::size_t heads;
-  std::vector<float> acc;          // [group_tokens][num_heads][head_dim]  unnormalised sum of p * v
-  std::vector<float> running_max;  // [group_tokens][num_heads]
-  std::vector<float> running_sum;  // [group_tokens][num_heads]
-  std::vector<float> scores;       // [group][tile]  one tile's scores, then probabilities
+  Scratch(std::size_t num_heads, std::size_t head_dim)
+      : acc(max_group_tokens * num_heads * head_dim), running_max(max_group_tokens * num_heads),
+        running_sum(running_max.size()) {}
+  std::vector<float> acc;          // [max_group_tokens][num_heads][HeadDim]  unnormalised sum of p * v
+  std::vector<float> running_max;  // [max_group_tokens][num_heads]
+  std::vector<float> running_sum;  // [max_group_tokens][num_heads]
+  alignas(64) float scores[Group * tile];  // [Group][tile]  one tile's scores, then probabilities
 };
 
-// scores[g][s] = scale * q[g] . k[s] for the `group` query heads q_group ([group][HeadDim]) and
+// scores[g][s] = scale * q[g] . k[s] for the Group query heads q_group ([Group][HeadDim]) and
 // n <= tile rows of K `stride` floats apart; lanes n .. tile-1 are -inf.
-template <int HeadDim>
-void tile_scores(const float* q_group, int group, const float* k_rows, std::size_t stride, int n, float scale,
-                 float* scores) {
+template <int HeadDim, int Group>
+void tile_scores(const float* q_group, const float* k_rows, std::size_t stride, int n, float scale, float* scores) {
   using S = Simd;
   using V = typename S::V;
   constexpr int chunks = HeadDim / S::width;
-  for (int g = 0; g < group; ++g) {
+  for (int g = 0; g < Group; ++g) {
     V qv[chunks];
     QWEN_ATTENTION_UNROLL
     for (int c = 0; c < chunks; ++c) qv[c] = S::load(q_group + static_cast<std::size_t>(g) * HeadDim + c * S::width);
@@ -144,17 +160,17 @@ void tile_scores(const float* q_group, int group, const float* k_rows, std::size
   }
 }
 
-// One online-softmax step for `group` query heads over n rows of V: the scores become
+// One online-softmax step for the Group query heads over n rows of V: the scores become
 // probabilities against the new running max, the running sum and accumulator are rescaled by
-// exp(old max - new max), and p * v is added. running_max / running_sum: [group],
-// acc: [group][HeadDim], scores: [group][tile].
-template <int HeadDim>
-void tile_update(int group, const float* v_rows, std::size_t stride, int n, float* scores, float* running_max,
-                 float* running_sum, float* acc) {
+// exp(old max - new max), and p * v is added. running_max / running_sum: [Group],
+// acc: [Group][HeadDim], scores: [Group][tile].
+template <int HeadDim, int Group>
+void tile_update(const float* v_rows, std::size_t stride, int n, float* scores, float* running_max, float* running_sum,
+                 float* acc) {
   using S = Simd;
   using V = typename S::V;
   constexpr int chunks = HeadDim / S::width;
-  for (int g = 0; g < group; ++g) {
+  for (int g = 0; g < Group; ++g) {
     float* p = scores + static_cast<std::size_t>(g) * tile;
     V tile_max = S::load(p);
     for (int s = S::width; s < tile; s += S::width) tile_max = S::max(tile_max, S::load(p + s));
@@ -189,45 +205,42 @@ void tile_update(int group, const float* v_rows, std::size_t stride, int n, floa
 // One run: KV heads [head_begin, head_end) of one query group. Tiles are the outer loop (so a
 // tile's rows of the run's KV heads, contiguous in the pool, are read together), then KV heads,
 // then the group's tokens, which reuse the tile's K/V rows from L1.
-template <int HeadDim>
-void attend_run(const float* q, int num_heads, int group, const PagedAttentionBatch& batch, const PagedKVLayerView& kv,
-                const QueryGroup& query_group, int head_begin, int head_end, float scale, float* out, Scratch& scratch) {
+template <int HeadDim, int Group>
+void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer& kv, const QueryGroup& query_group,
+                int head_begin, int head_end, float scale, float* out, Scratch<Group>& scratch) {
   const auto first_token = static_cast<std::size_t>(query_group.first_token);
   const auto tokens = static_cast<std::size_t>(query_group.num_tokens);
-  const std::size_t heads = static_cast<std::size_t>(num_heads);
-  const std::size_t first_head = static_cast<std::size_t>(head_begin) * static_cast<std::size_t>(group);
-  const std::size_t end_head = static_cast<std::size_t>(head_end) * static_cast<std::size_t>(group);
-  int max_length = 0;
-  for (std::size_t j = 0; j < tokens; ++j) {
-    max_length = std::max(max_length, batch.position[first_token + j] + 1);
+  const std::size_t heads = static_cast<std::size_t>(kv.num_kv_heads) * Group;
+  const std::size_t first_head = static_cast<std::size_t>(head_begin) * Group;
+  const std::size_t end_head = static_cast<std::size_t>(head_end) * Group;
+  for (std::size_t j = 0; j < tokens; ++j)
     for (std::size_t h = first_head; h < end_head; ++h) {
       std::fill_n(scratch.acc.begin() + static_cast<std::ptrdiff_t>((j * heads + h) * HeadDim), HeadDim, 0.0f);
       scratch.running_max[j * heads + h] = -std::numeric_limits<float>::infinity();
       scratch.running_sum[j * heads + h] = 0.0f;
     }
-  }
-  const auto table = batch.block_tables[static_cast<std::size_t>(batch.sequence_of_token[first_token])];
+  const int max_length = query_group.max_length;
+  const std::int32_t* table = query_group.block_table;
   const std::size_t stride = static_cast<std::size_t>(kv.num_kv_heads) * HeadDim;  // floats between positions
   const int bs = kv.block_size;
   // Tiles in logical order: block b, slots [s0, s0 + tile) with s0 a multiple of `tile`.
   for (int b = 0; b * bs < max_length; ++b) {
-    const std::size_t block_row = static_cast<std::size_t>(table[static_cast<std::size_t>(b)]) * static_cast<std::size_t>(bs);
+    const std::size_t block_row = static_cast<std::size_t>(table[b]) * static_cast<std::size_t>(bs);
     for (int s0 = 0; s0 < bs && b * bs + s0 < max_length; s0 += tile) {
       const int first = b * bs + s0;
       const std::size_t row_offset = (block_row + static_cast<std::size_t>(s0)) * stride;
       for (int kv_head = head_begin; kv_head < head_end; ++kv_head) {
         const std::size_t offset = row_offset + static_cast<std::size_t>(kv_head) * HeadDim;
-        const std::size_t q_head = static_cast<std::size_t>(kv_head) * static_cast<std::size_t>(group);
+        const std::size_t q_head = static_cast<std::size_t>(kv_head) * Group;
         for (std::size_t j = 0; j < tokens; ++j) {
-          const int length = batch.position[first_token + j] + 1;
+          const int length = position[first_token + j] + 1;
           if (first >= length) continue;
           const int n = std::min({tile, bs - s0, length - first});
           const std::size_t state = j * heads + q_head;
-          tile_scores<HeadDim>(q + ((first_token + j) * heads + q_head) * HeadDim, group, kv.key + offset, stride, n,
-                               scale, scratch.scores.data());
-          tile_update<HeadDim>(group, kv.value + offset, stride, n, scratch.scores.data(),
-                               scratch.running_max.data() + state, scratch.running_sum.data() + state,
-                               scratch.acc.data() + state * HeadDim);
+          tile_scores<HeadDim, Group>(q + ((first_token + j) * heads + q_head) * HeadDim, kv.key + offset, stride, n,
+                                      scale, scratch.scores);
+          tile_update<HeadDim, Group>(kv.value + offset, stride, n, scratch.scores, scratch.running_max.data() + state,
+                                      scratch.running_sum.data() + state, scratch.acc.data() + state * HeadDim);
         }
       }
     }
@@ -241,126 +254,247 @@ void attend_run(const float* q, int num_heads, int group, const PagedAttentionBa
     }
 }
 
-// Checks the contract's shapes and indices (cheap, on the caller's thread). Every block id a
-// token will read is checked against the pool.
-inline void check_paged_attention(const char* op, const float* q, int num_heads, const PagedAttentionBatch& batch,
-                                  const PagedKVLayerView& kv, float scale, const float* out, int head_dim) {
-  if (kv.head_dim != head_dim)
-    throw_error<InvalidArgument>(op, ": the cache has head_dim ", kv.head_dim, ", the kernel is compiled for ", head_dim);
-  if (kv.key == nullptr || kv.value == nullptr || kv.num_blocks <= 0 || kv.block_size <= 0 || kv.num_kv_heads <= 0)
-    throw_error<InvalidArgument>(op, ": empty KV layer view (num_blocks ", kv.num_blocks, ", block_size ", kv.block_size,
-                                 ", num_kv_heads ", kv.num_kv_heads, ")");
-  if (num_heads <= 0 || num_heads % kv.num_kv_heads != 0)
-    throw_error<InvalidArgument>(op, ": num_heads ", num_heads, " is not a positive multiple of num_kv_heads ", kv.num_kv_heads);
-  if (!std::isfinite(scale)) throw_error<InvalidArgument>(op, ": scale ", scale, " is not finite");
+// Checks the CSR block tables' shape and returns the number of sequences.
+inline int check_block_tables(const char* op, const PagedAttentionBatch& batch) {
+  const auto indptr = batch.block_table_indptr;
+  if (indptr.empty())
+    throw_error<InvalidArgument>(op, ": block_table_indptr is empty (it has num_sequences + 1 entries, the first 0)");
+  if (indptr.size() - 1 > static_cast<std::size_t>(std::numeric_limits<int>::max()))
+    throw_error<InvalidArgument>(op, ": block_table_indptr has ", indptr.size(), " entries, too many sequences");
+  if (indptr[0] != 0) throw_error<InvalidArgument>(op, ": block_table_indptr[0] is ", indptr[0], ", must be 0");
+  for (std::size_t s = 1; s < indptr.size(); ++s)
+    if (indptr[s] < indptr[s - 1])
+      throw_error<InvalidArgument>(op, ": block_table_indptr[", s, "] is ", indptr[s], ", below block_table_indptr[", s - 1,
+                                   "] = ", indptr[s - 1]);
+  if (static_cast<std::size_t>(indptr.back()) != batch.block_table_indices.size())
+    throw_error<InvalidArgument>(op, ": block_table_indptr ends at ", indptr.back(), ", block_table_indices has ",
+                                 batch.block_table_indices.size(), " entries");
+  return static_cast<int>(indptr.size() - 1);
+}
+
+// Checks every token against the tables and the pool geometry: its sequence index, its position,
+// its table's length, and every block id it reads. blocks_read: [num_sequences] scratch.
+inline void check_tokens(const char* op, const PagedAttentionBatch& batch, int num_sequences, int num_blocks,
+                         int block_size, std::span<std::int64_t> blocks_read) {
+  if (num_blocks <= 0 || block_size <= 0)
+    throw_error<InvalidArgument>(op, ": num_blocks ", num_blocks, " and block_size ", block_size, " must be positive");
   if (batch.sequence_of_token.size() != batch.position.size())
     throw_error<InvalidArgument>(op, ": sequence_of_token has ", batch.sequence_of_token.size(), " entries, position has ",
                                  batch.position.size());
-  if (!batch.position.empty() && (q == nullptr || out == nullptr)) throw_error<InvalidArgument>(op, ": null q or out");
-  std::vector<std::int64_t> blocks_read(batch.block_tables.size(), 0);
+  const auto indptr = batch.block_table_indptr;
+  std::fill(blocks_read.begin(), blocks_read.end(), 0);
   for (std::size_t t = 0; t < batch.position.size(); ++t) {
     const std::int32_t seq = batch.sequence_of_token[t], pos = batch.position[t];
-    if (seq < 0 || static_cast<std::size_t>(seq) >= batch.block_tables.size())
-      throw_error<InvalidArgument>(op, ": token ", t, " has sequence index ", seq, ", there are ", batch.block_tables.size(),
+    if (seq < 0 || seq >= num_sequences)
+      throw_error<InvalidArgument>(op, ": token ", t, " has sequence index ", seq, ", there are ", num_sequences,
                                    " block tables");
-    if (pos < 0) throw_error<InvalidArgument>(op, ": token ", t, " has position ", pos);
-    const std::int64_t needed = static_cast<std::int64_t>(pos) / kv.block_size + 1;
-    if (needed > static_cast<std::int64_t>(batch.block_tables[static_cast<std::size_t>(seq)].size()))
-      throw_error<InvalidArgument>(op, ": token ", t, " at position ", pos, " needs ", needed, " blocks of ", kv.block_size,
-                                   ", the block table of sequence index ", seq, " has ",
-                                   batch.block_tables[static_cast<std::size_t>(seq)].size());
-    blocks_read[static_cast<std::size_t>(seq)] = std::max(blocks_read[static_cast<std::size_t>(seq)], needed);
+    if (pos < 0 || pos == std::numeric_limits<std::int32_t>::max())  // position + 1 must fit
+      throw_error<InvalidArgument>(op, ": token ", t, " has position ", pos, ", outside [0, ",
+                                   std::numeric_limits<std::int32_t>::max(), ")");
+    const auto s = static_cast<std::size_t>(seq);
+    const std::int64_t needed = static_cast<std::int64_t>(pos) / block_size + 1;
+    const std::int64_t length = indptr[s + 1] - indptr[s];
+    if (needed > length)
+      throw_error<InvalidArgument>(op, ": token ", t, " at position ", pos, " needs ", needed, " blocks of ", block_size,
+                                   ", the block table of sequence index ", seq, " has ", length);
+    blocks_read[s] = std::max(blocks_read[s], needed);
   }
-  for (std::size_t s = 0; s < batch.block_tables.size(); ++s)
+  for (std::size_t s = 0; s < static_cast<std::size_t>(num_sequences); ++s)
     for (std::int64_t b = 0; b < blocks_read[s]; ++b) {
-      const std::int32_t block = batch.block_tables[s][static_cast<std::size_t>(b)];
-      if (block < 0 || block >= kv.num_blocks)
+      const std::int32_t block = batch.block_table_indices[static_cast<std::size_t>(indptr[s] + b)];
+      if (block < 0 || block >= num_blocks)
         throw_error<InvalidArgument>(op, ": block table of sequence index ", s, " entry ", b, " is block ", block,
-                                     ", the pool has ", kv.num_blocks);
+                                     ", the pool has ", num_blocks);
     }
 }
 
 }  // namespace attention_detail
 
-// The fast version (see the contract at the top). HeadDim: any multiple of 16 (64 and 128 tested).
-template <int HeadDim>
-void paged_attention(const float* q, int num_heads, const PagedAttentionBatch& batch, const PagedKVLayerView& kv,
-                     float scale, float* out, ThreadPool& pool) {
-  using namespace attention_detail;
-  static_assert(HeadDim > 0 && HeadDim % 16 == 0 && HeadDim % Simd::width == 0,
-                "paged_attention: HeadDim must be a positive multiple of 16");
-  check_paged_attention("paged_attention", q, num_heads, batch, kv, scale, out, HeadDim);
-  const auto n_tokens = static_cast<std::int64_t>(batch.position.size());
-  if (n_tokens == 0) return;
-  const int kv_heads = kv.num_kv_heads;
-  const int group = num_heads / kv_heads;
+// The fast version (see the contract at the top). HeadDim: a multiple of 16 (64, 128 and 256
+// tested); Group: query heads per KV head (1, 2, 4 and 8 tested).
+template <int HeadDim, int Group>
+class PagedAttention {
+  static_assert(HeadDim > 0 && HeadDim % 16 == 0, "PagedAttention: HeadDim must be a positive multiple of 16");
+  static_assert(HeadDim % attention_detail::Simd::width == 0, "PagedAttention: a head is a whole number of vectors");
+  static_assert(Group > 0, "PagedAttention: Group (query heads per KV head) must be positive");
 
-  // Query groups and their cost (positions read, plus a fixed overhead per token).
-  constexpr std::int64_t token_overhead = 16;
-  std::vector<QueryGroup> groups;
-  std::vector<std::int64_t> group_cost;
-  int largest_group = 0;
-  for (std::int64_t t = 0; t < n_tokens; ++t) {
-    const auto i = static_cast<std::size_t>(t);
-    if (groups.empty() || groups.back().num_tokens == max_group_tokens ||
-        batch.sequence_of_token[static_cast<std::size_t>(groups.back().first_token)] != batch.sequence_of_token[i]) {
-      groups.push_back({t, 0});
-      group_cost.push_back(0);
-    }
-    largest_group = std::max(largest_group, ++groups.back().num_tokens);
-    group_cost.back() += static_cast<std::int64_t>(batch.position[i]) + 1 + token_overhead;
+ public:
+  static constexpr int head_dim = HeadDim;
+  static constexpr int group = Group;
+
+  // Reserves everything for steps of up to max_tokens tokens and max_sequences sequences: the
+  // query groups and their costs, the per-thread ranges, one scratch per pool thread. plan() and
+  // run() allocate nothing afterwards. The pool must outlive this object.
+  PagedAttention(std::int64_t max_tokens, int max_sequences, int num_kv_heads, ThreadPool& pool)
+      : pool_(&pool), max_tokens_(max_tokens), max_sequences_(max_sequences), num_kv_heads_(num_kv_heads) {
+    if (max_tokens <= 0 || max_sequences <= 0 || num_kv_heads <= 0)
+      throw_error<InvalidArgument>("PagedAttention: max_tokens ", max_tokens, ", max_sequences ", max_sequences,
+                                   ", num_kv_heads ", num_kv_heads, " must all be positive");
+    groups_.reserve(static_cast<std::size_t>(max_tokens));  // at most one group per token
+    group_cost_.reserve(static_cast<std::size_t>(max_tokens));
+    blocks_read_.resize(static_cast<std::size_t>(max_sequences));
+    range_begin_.reserve(static_cast<std::size_t>(pool.size()) + 1);
+    scratch_.reserve(pool.size());
+    for (unsigned i = 0; i < pool.size(); ++i) scratch_.emplace_back(static_cast<std::size_t>(num_heads()), HeadDim);
   }
 
-  // Items (group, KV head), group-major; one contiguous range of about equal cost per thread.
-  const std::int64_t items = static_cast<std::int64_t>(groups.size()) * kv_heads;
-  const std::int64_t parts = std::min<std::int64_t>(pool.size(), items);
-  std::int64_t total = 0;
-  for (std::int64_t cost : group_cost) total += cost * kv_heads;
-  std::vector<std::int64_t> range_begin(static_cast<std::size_t>(parts) + 1, items);
-  range_begin[0] = 0;
-  {
-    std::int64_t part = 1, prefix = 0;
-    for (std::int64_t i = 0; i < items && part < parts; ++i) {
-      prefix += group_cost[static_cast<std::size_t>(i / kv_heads)];
-      while (part < parts && prefix * parts >= total * part) range_begin[static_cast<std::size_t>(part++)] = i + 1;
-    }
-  }
+  [[nodiscard]] int num_kv_heads() const noexcept { return num_kv_heads_; }
+  [[nodiscard]] int num_heads() const noexcept { return num_kv_heads_ * Group; }
 
-  pool.parallel_for(parts, 1, [&](std::int64_t part_begin, std::int64_t part_end) {
-    Scratch scratch(largest_group, num_heads, HeadDim, group);
-    for (std::int64_t part = part_begin; part < part_end; ++part) {
-      const std::int64_t end = range_begin[static_cast<std::size_t>(part) + 1];
-      for (std::int64_t i = range_begin[static_cast<std::size_t>(part)]; i < end;) {
-        // The range's items of one group form one run.
-        const auto g = static_cast<std::size_t>(i / kv_heads);
-        const int head_begin = static_cast<int>(i % kv_heads);
-        const int head_end = static_cast<int>(std::min<std::int64_t>(kv_heads, head_begin + (end - i)));
-        attend_run<HeadDim>(q, num_heads, group, batch, kv, groups[g], head_begin, head_end, scale, out, scratch);
-        i += head_end - head_begin;
+  // Once per step: checks the batch against the pool geometry (sizes within the reserved
+  // maxima, CSR tables well formed, every token's sequence index and position valid, its table
+  // long enough, every block id it reads inside [0, num_blocks)) and splits the work over the
+  // pool. Errors are InvalidArgument naming the token, sequence and values; after an error
+  // nothing is planned. Keeps views of the batch's arrays for the runs.
+  void plan(const PagedAttentionBatch& batch, int num_blocks, int block_size) {
+    using namespace attention_detail;
+    planned_ = false;
+    const auto n_tokens = static_cast<std::int64_t>(batch.position.size());
+    if (n_tokens > max_tokens_)
+      throw_error<InvalidArgument>("PagedAttention::plan: ", n_tokens, " tokens, more than max_tokens ", max_tokens_);
+    const int num_sequences = check_block_tables("PagedAttention::plan", batch);
+    if (num_sequences > max_sequences_)
+      throw_error<InvalidArgument>("PagedAttention::plan: ", num_sequences, " sequences, more than max_sequences ",
+                                   max_sequences_);
+    check_tokens("PagedAttention::plan", batch, num_sequences, num_blocks, block_size,
+                 std::span(blocks_read_).first(static_cast<std::size_t>(num_sequences)));
+
+    // Query groups and their cost (positions read, plus a fixed overhead per token).
+    constexpr std::int64_t token_overhead = 16;
+    groups_.clear();
+    group_cost_.clear();
+    for (std::int64_t t = 0; t < n_tokens; ++t) {
+      const auto i = static_cast<std::size_t>(t);
+      const std::int32_t seq = batch.sequence_of_token[i];
+      if (groups_.empty() || groups_.back().num_tokens == max_group_tokens ||
+          batch.sequence_of_token[static_cast<std::size_t>(groups_.back().first_token)] != seq) {
+        const auto first_block = static_cast<std::size_t>(batch.block_table_indptr[static_cast<std::size_t>(seq)]);
+        groups_.push_back({t, 0, 0, batch.block_table_indices.data() + first_block});
+        group_cost_.push_back(0);
       }
+      QueryGroup& query_group = groups_.back();
+      ++query_group.num_tokens;
+      query_group.max_length = std::max(query_group.max_length, batch.position[i] + 1);
+      group_cost_.back() += static_cast<std::int64_t>(batch.position[i]) + 1 + token_overhead;
     }
-  });
+
+    // Items (group, KV head), group-major; one contiguous range of about equal cost per thread.
+    const std::int64_t items = static_cast<std::int64_t>(groups_.size()) * num_kv_heads_;
+    parts_ = std::min<std::int64_t>(pool_->size(), items);
+    std::int64_t total = 0;
+    for (std::int64_t cost : group_cost_) total += cost * num_kv_heads_;
+    range_begin_.assign(static_cast<std::size_t>(parts_) + 1, items);
+    range_begin_[0] = 0;
+    std::int64_t part = 1, prefix = 0;
+    for (std::int64_t i = 0; i < items && part < parts_; ++i) {
+      prefix += group_cost_[static_cast<std::size_t>(i / num_kv_heads_)];
+      while (part < parts_ && prefix * parts_ >= total * part) range_begin_[static_cast<std::size_t>(part++)] = i + 1;
+    }
+
+    position_ = batch.position;
+    num_blocks_ = num_blocks;
+    block_size_ = block_size;
+    planned_ = true;
+  }
+
+  // Once per layer: out[t, h] for the planned batch. q, out: [n_tokens, num_heads(), HeadDim].
+  // kv must have the planned num_blocks and block_size and the constructor's num_kv_heads.
+  // One run at a time per object (the scratch is the object's).
+  void run(const float* q, const PagedKVLayer& kv, float scale, float* out) {
+    using namespace attention_detail;
+    if (!planned_) throw_error<InvalidArgument>("PagedAttention::run: no batch is planned (call plan first)");
+    if (kv.key == nullptr || kv.value == nullptr) throw_error<InvalidArgument>("PagedAttention::run: null K or V pool");
+    if (kv.num_blocks != num_blocks_ || kv.block_size != block_size_ || kv.num_kv_heads != num_kv_heads_)
+      throw_error<InvalidArgument>("PagedAttention::run: the layer has num_blocks ", kv.num_blocks, ", block_size ",
+                                   kv.block_size, ", num_kv_heads ", kv.num_kv_heads, "; planned for ", num_blocks_, ", ",
+                                   block_size_, ", ", num_kv_heads_);
+    if (!std::isfinite(scale)) throw_error<InvalidArgument>("PagedAttention::run: scale ", scale, " is not finite");
+    if (position_.empty()) return;
+    if (q == nullptr || out == nullptr) throw_error<InvalidArgument>("PagedAttention::run: null q or out");
+
+    const std::int64_t kv_heads = num_kv_heads_;
+    // parts_ <= pool size, so parallel_for gives each chunk exactly one part (chunk c is [c, c + 1)),
+    // or runs them all on one thread: scratch_[part_begin] is used by one thread at a time.
+    pool_->parallel_for(parts_, 1, [&](std::int64_t part_begin, std::int64_t part_end) {
+      Scratch<Group>& scratch = scratch_[static_cast<std::size_t>(part_begin)];
+      for (std::int64_t part = part_begin; part < part_end; ++part) {
+        const std::int64_t end = range_begin_[static_cast<std::size_t>(part) + 1];
+        for (std::int64_t i = range_begin_[static_cast<std::size_t>(part)]; i < end;) {
+          // The range's items of one group form one run.
+          const auto g = static_cast<std::size_t>(i / kv_heads);
+          const int head_begin = static_cast<int>(i % kv_heads);
+          const int head_end = static_cast<int>(std::min<std::int64_t>(kv_heads, head_begin + (end - i)));
+          attend_run<HeadDim, Group>(q, position_.data(), kv, groups_[g], head_begin, head_end, scale, out, scratch);
+          i += head_end - head_begin;
+        }
+      }
+    });
+  }
+
+ private:
+  ThreadPool* pool_;
+  std::int64_t max_tokens_;
+  int max_sequences_;
+  int num_kv_heads_;
+
+  // The plan.
+  bool planned_ = false;
+  int num_blocks_ = 0, block_size_ = 0;
+  std::span<const std::int32_t> position_;              // the batch's positions
+  std::vector<attention_detail::QueryGroup> groups_;    // capacity max_tokens
+  std::vector<std::int64_t> group_cost_;                // [groups]
+  std::vector<std::int64_t> blocks_read_;               // [max_sequences] plan()'s scratch
+  std::int64_t parts_ = 0;                              // thread ranges, <= pool size
+  std::vector<std::int64_t> range_begin_;               // [parts + 1] first item of each range
+
+  std::vector<attention_detail::Scratch<Group>> scratch_;  // [pool size]
+};
+
+// Convenience for tests and one-off calls: plan + run with a temporary PagedAttention (which
+// allocates). A forward pass keeps one PagedAttention and plans once per step instead.
+template <int HeadDim, int Group>
+void paged_attention(const float* q, const PagedAttentionBatch& batch, const PagedKVLayer& kv, float scale, float* out,
+                     ThreadPool& pool) {
+  const auto n_tokens = static_cast<std::int64_t>(batch.position.size());
+  const std::size_t tables = batch.block_table_indptr.empty() ? 0 : batch.block_table_indptr.size() - 1;
+  const int num_sequences = static_cast<int>(std::min<std::size_t>(tables, std::numeric_limits<int>::max()));
+  PagedAttention<HeadDim, Group> attention(std::max<std::int64_t>(n_tokens, 1), std::max(num_sequences, 1),
+                                           kv.num_kv_heads, pool);
+  attention.plan(batch, kv.num_blocks, kv.block_size);
+  attention.run(q, kv, scale, out);
 }
 
-// The oracle: per token, gather positions 0 .. position of its sequence through the block table
-// into contiguous K / V arrays, then scores, softmax and weighted sum in double.
-inline void paged_attention_reference(const float* q, int num_heads, const PagedAttentionBatch& batch,
-                                      const PagedKVLayerView& kv, float scale, float* out) {
-  const int head_dim = kv.head_dim;
-  attention_detail::check_paged_attention("paged_attention_reference", q, num_heads, batch, kv, scale, out, head_dim);
+// The oracle, runtime shape: per token, gather positions 0 .. position of its sequence through
+// the block table into contiguous K / V arrays, then scores, softmax and weighted sum in double.
+// q, out: [n_tokens, num_heads, head_dim]; kv's pools [num_blocks][block_size][num_kv_heads][head_dim].
+inline void paged_attention_reference(const float* q, int num_heads, int head_dim, const PagedAttentionBatch& batch,
+                                      const PagedKVLayer& kv, float scale, float* out) {
+  constexpr const char* op = "paged_attention_reference";
+  if (head_dim <= 0) throw_error<InvalidArgument>(op, ": head_dim ", head_dim, " must be positive");
+  if (kv.key == nullptr || kv.value == nullptr || kv.num_kv_heads <= 0)
+    throw_error<InvalidArgument>(op, ": null K or V pool, or num_kv_heads ", kv.num_kv_heads);
+  if (num_heads <= 0 || num_heads % kv.num_kv_heads != 0)
+    throw_error<InvalidArgument>(op, ": num_heads ", num_heads, " is not a positive multiple of num_kv_heads ", kv.num_kv_heads);
+  if (!std::isfinite(scale)) throw_error<InvalidArgument>(op, ": scale ", scale, " is not finite");
+  const int num_sequences = attention_detail::check_block_tables(op, batch);
+  std::vector<std::int64_t> blocks_read(static_cast<std::size_t>(num_sequences));
+  attention_detail::check_tokens(op, batch, num_sequences, kv.num_blocks, kv.block_size, blocks_read);
+  if (!batch.position.empty() && (q == nullptr || out == nullptr)) throw_error<InvalidArgument>(op, ": null q or out");
+
   const auto hd = static_cast<std::size_t>(head_dim);
   const auto kv_heads = static_cast<std::size_t>(kv.num_kv_heads);
   const std::size_t group = static_cast<std::size_t>(num_heads) / kv_heads;
   const std::size_t slot = kv_heads * hd;  // floats of one position
+  const auto bs = static_cast<std::size_t>(kv.block_size);
   std::vector<double> keys, values, weights;
   for (std::size_t t = 0; t < batch.position.size(); ++t) {
-    const auto table = batch.block_tables[static_cast<std::size_t>(batch.sequence_of_token[t])];
+    const auto seq = static_cast<std::size_t>(batch.sequence_of_token[t]);
+    const std::int32_t* table = batch.block_table_indices.data() + batch.block_table_indptr[seq];
     const auto length = static_cast<std::size_t>(batch.position[t]) + 1;
     keys.assign(length * slot, 0.0);
     values.assign(length * slot, 0.0);
     for (std::size_t p = 0; p < length; ++p) {
-      const auto block = static_cast<std::size_t>(table[p / static_cast<std::size_t>(kv.block_size)]);
-      const std::size_t row = block * static_cast<std::size_t>(kv.block_size) + p % static_cast<std::size_t>(kv.block_size);
+      const std::size_t row = static_cast<std::size_t>(table[p / bs]) * bs + p % bs;
       for (std::size_t i = 0; i < slot; ++i) {
         keys[p * slot + i] = kv.key[row * slot + i];
         values[p * slot + i] = kv.value[row * slot + i];

@@ -3,9 +3,12 @@
 //   for i < d/2, angle = position * inv_freq[i]:
 //     out[i]       = x[i] * cos - x[i + d/2] * sin
 //     out[i + d/2] = x[i + d/2] * cos + x[i] * sin      (cos, sin scaled by attention_scaling)
-// The table (inv_freq and attention_scaling) reproduces transformers' fp32 computation for plain
-// RoPE and for YaRN (modeling_rope_utils: _compute_default_rope_parameters and
+// The frequencies (inv_freq and attention_scaling) reproduce transformers' fp32 computation for
+// plain RoPE and for YaRN (modeling_rope_utils: _compute_default_rope_parameters and
 // _compute_yarn_parameters, truncate = true).
+//
+// Per step: rope_cos_sin makes the step's cos / sin of every token's angles once;
+// apply_rope<HeadDim> rotates q and k of every layer with them.
 #pragma once
 
 #include <algorithm>
@@ -27,17 +30,18 @@ struct YarnParams {
   std::optional<double> attention_factor;  // default 0.1 * ln(factor) + 1 (1 when factor <= 1)
 };
 
-struct RopeTable {
+// What a model's RoPE is: the inverse frequencies and the attention scaling (1 without YaRN).
+struct RopeFrequencies {
   int head_dim = 0;
   std::vector<float> inv_freq;  // [head_dim / 2]
   float attention_scaling = 1.0f;
 };
 
-[[nodiscard]] inline RopeTable make_rope_table(double theta, int head_dim, const std::optional<YarnParams>& yarn = std::nullopt) {
+[[nodiscard]] inline RopeFrequencies make_rope_frequencies(double theta, int head_dim, const std::optional<YarnParams>& yarn = std::nullopt) {
   if (head_dim <= 0 || head_dim % 2 != 0) throw_error<InvalidArgument>("rope: head_dim ", head_dim, " must be even and positive");
   if (!(theta > 1.0) || !std::isfinite(theta)) throw_error<InvalidArgument>("rope: theta ", theta, " must be finite and > 1");
   const int half = head_dim / 2;
-  RopeTable t;
+  RopeFrequencies t;
   t.head_dim = head_dim;
   t.inv_freq.resize(static_cast<std::size_t>(half));
   // pos_freqs = theta ** (float32(2i) / dim) in fp32, as torch computes `base ** tensor`.
@@ -75,22 +79,40 @@ struct RopeTable {
   return t;
 }
 
-// x: [n, heads, head_dim] fp32, rotated in place; positions: [n].
-inline void apply_rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const RopeTable& table) {
-  const int d = table.head_dim, half = d / 2;
-  std::vector<float> cos_row(static_cast<std::size_t>(half)), sin_row(static_cast<std::size_t>(half));
+// The step's cos / sin. positions: [n]; cos_sin: [n][head_dim], per token
+// [cos 0 .. head_dim/2 | sin 0 .. head_dim/2], scaled by attention_scaling. The angle is formed
+// in fp32 as transformers forms it (position.float() * inv_freq); cos and sin are computed in
+// double and rounded.
+inline void rope_cos_sin(const RopeFrequencies& frequencies, const std::int32_t* positions, std::int64_t n, float* cos_sin) {
+  const int d = frequencies.head_dim, half = d / 2;
+  if (d <= 0 || d % 2 != 0 || frequencies.inv_freq.size() != static_cast<std::size_t>(half))
+    throw_error<InvalidArgument>("rope_cos_sin: head_dim ", d, " with ", frequencies.inv_freq.size(),
+                                 " inverse frequencies (make them with make_rope_frequencies)");
   for (std::int64_t t = 0; t < n; ++t) {
-    // angle in fp32 as transformers forms it (position.float() * inv_freq); cos/sin correctly rounded.
+    float* cos_row = cos_sin + t * d;
+    float* sin_row = cos_row + half;
     for (int i = 0; i < half; ++i) {
-      const float angle = static_cast<float>(positions[t]) * table.inv_freq[static_cast<std::size_t>(i)];
-      cos_row[static_cast<std::size_t>(i)] = static_cast<float>(std::cos(static_cast<double>(angle))) * table.attention_scaling;
-      sin_row[static_cast<std::size_t>(i)] = static_cast<float>(std::sin(static_cast<double>(angle))) * table.attention_scaling;
+      const float angle = static_cast<float>(positions[t]) * frequencies.inv_freq[static_cast<std::size_t>(i)];
+      cos_row[i] = static_cast<float>(std::cos(static_cast<double>(angle))) * frequencies.attention_scaling;
+      sin_row[i] = static_cast<float>(std::sin(static_cast<double>(angle))) * frequencies.attention_scaling;
     }
+  }
+}
+
+// x: [n, heads, HeadDim] fp32, rotated in place; cos_sin: [n][HeadDim] from rope_cos_sin for
+// the same n tokens (frequencies with head_dim HeadDim).
+template <int HeadDim>
+void apply_rope(float* x, std::int64_t n, std::int64_t heads, const float* cos_sin) {
+  static_assert(HeadDim > 0 && HeadDim % 2 == 0, "apply_rope: HeadDim must be even and positive (RoPE rotates pairs)");
+  constexpr int half = HeadDim / 2;
+  for (std::int64_t t = 0; t < n; ++t) {
+    const float* cos_row = cos_sin + t * HeadDim;
+    const float* sin_row = cos_row + half;
     for (std::int64_t h = 0; h < heads; ++h) {
-      float* v = x + (t * heads + h) * d;
+      float* v = x + (t * heads + h) * HeadDim;
       for (int i = 0; i < half; ++i) {
         const float a = v[i], b = v[i + half];
-        const float c = cos_row[static_cast<std::size_t>(i)], s = sin_row[static_cast<std::size_t>(i)];
+        const float c = cos_row[i], s = sin_row[i];
         v[i] = a * c - b * s;
         v[i + half] = b * c + a * s;
       }
@@ -101,14 +123,14 @@ inline void apply_rope(float* x, std::int64_t n, std::int64_t heads, const std::
 // The oracle: the same fp32 angles (that rounding is part of the definition: transformers forms
 // position * inv_freq in fp32), cos, sin and the rotation in double.
 inline void apply_rope_reference(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions,
-                                 const RopeTable& table) {
-  const int d = table.head_dim, half = d / 2;
+                                 const RopeFrequencies& frequencies) {
+  const int d = frequencies.head_dim, half = d / 2;
   for (std::int64_t t = 0; t < n; ++t)
     for (std::int64_t h = 0; h < heads; ++h) {
       float* v = x + (t * heads + h) * d;
       for (int i = 0; i < half; ++i) {
-        const double angle = static_cast<float>(positions[t]) * table.inv_freq[static_cast<std::size_t>(i)];
-        const double c = std::cos(angle) * table.attention_scaling, s = std::sin(angle) * table.attention_scaling;
+        const double angle = static_cast<float>(positions[t]) * frequencies.inv_freq[static_cast<std::size_t>(i)];
+        const double c = std::cos(angle) * frequencies.attention_scaling, s = std::sin(angle) * frequencies.attention_scaling;
         const double a = v[i], b = v[i + half];
         v[i] = static_cast<float>(a * c - b * s);
         v[i + half] = static_cast<float>(b * c + a * s);

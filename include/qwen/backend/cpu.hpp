@@ -31,7 +31,7 @@ namespace qwen {
 class CpuBackend {
  public:
   using Buffer = std::vector<float>;
-  using Rope = kernels::cpu::RopeTable;
+  using Rope = kernels::cpu::RopeFrequencies;
 
   // threads: 0 = every core.
   explicit CpuBackend(unsigned threads = 0) : pool_(threads) {}
@@ -50,7 +50,7 @@ class CpuBackend {
     if (c.yarn)
       yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings),
                                       c.yarn->beta_fast, c.yarn->beta_slow, c.yarn->attention_factor};
-    return kernels::cpu::make_rope_table(c.rope_theta, c.head_dim, yarn);
+    return kernels::cpu::make_rope_frequencies(c.rope_theta, c.head_dim, yarn);
   }
 
   // ---- ops ----
@@ -85,9 +85,16 @@ class CpuBackend {
   // The same, writing to host memory (for the CPU, any memory).
   void linear_to_host(const float* x, std::int64_t n, const LinearWeight& w, float* y) { linear(x, n, w, y); }
 
-  void rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const Rope& table) {
+  // x: [n, heads, 128], rotated in place.
+  void rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const Rope& frequencies) {
+    constexpr int head_dim = 128;
+    if (frequencies.head_dim != head_dim)
+      throw_error<InvalidArgument>("rope: head_dim ", frequencies.head_dim, " is not compiled (Qwen3 uses 128)");
+    resize(cos_sin_, n * head_dim);
     pool_.parallel_for(n, 8, [&](std::int64_t begin, std::int64_t end) {
-      kernels::cpu::apply_rope(x + begin * heads * table.head_dim, end - begin, heads, positions + begin, table);
+      float* cos_sin = cos_sin_.data() + begin * head_dim;
+      kernels::cpu::rope_cos_sin(frequencies, positions + begin, end - begin, cos_sin);
+      kernels::cpu::apply_rope<head_dim>(x + begin * heads * head_dim, end - begin, heads, cos_sin);
     });
   }
 
@@ -101,14 +108,35 @@ class CpuBackend {
   }
 
   // out[n, heads, head_dim]: causal attention of each token over its own sequence's cache.
+  // The GQA group (heads / KV heads) becomes a template constant here, among the official Qwen3
+  // shapes' groups. paged_attention plans and runs per call (per layer).
   template <int BlockSize>
   void attention(const PagedKV<BlockSize>& kv, int layer, const StepPlan& plan, const float* q, int heads, float scale, float* out) {
-    tables_.clear();
-    for (int s : plan.sequences) tables_.push_back(kv.block_table(s));
-    const kernels::cpu::PagedAttentionBatch batch{plan.slot, plan.positions, tables_};
     if (kv.head_dim() != 128)
       throw_error<InvalidArgument>("attention: head_dim ", kv.head_dim(), " is not compiled (Qwen3 uses 128)");
-    kernels::cpu::paged_attention<128>(q, heads, batch, kv.layer_view(layer), scale, out, pool_);
+    block_table_indptr_.assign(1, 0);
+    block_table_indices_.clear();
+    for (int s : plan.sequences) {
+      const auto table = kv.block_table(s);
+      block_table_indices_.insert(block_table_indices_.end(), table.begin(), table.end());
+      block_table_indptr_.push_back(static_cast<std::int32_t>(block_table_indices_.size()));
+    }
+    const kernels::cpu::PagedAttentionBatch batch{plan.slot, plan.positions, block_table_indptr_, block_table_indices_};
+    const kernels::cpu::PagedKVLayer pools{kv.key_pool(layer), kv.value_pool(layer), kv.num_blocks(), BlockSize, kv.num_kv_heads()};
+    if (heads <= 0 || heads % kv.num_kv_heads() != 0)
+      throw_error<InvalidArgument>("attention: ", heads, " heads are not a positive multiple of ", kv.num_kv_heads(), " KV heads");
+    const int group = heads / kv.num_kv_heads();
+    const auto run = [&]<int Group>() { kernels::cpu::paged_attention<128, Group>(q, batch, pools, scale, out, pool_); };
+    switch (group) {
+      case 2: return run.template operator()<2>();
+      case 4: return run.template operator()<4>();
+      case 5: return run.template operator()<5>();
+      case 8: return run.template operator()<8>();
+      case 16: return run.template operator()<16>();
+      default:
+        throw_error<InvalidArgument>("attention: GQA group ", group, " (", heads, " / ", kv.num_kv_heads(),
+                                     " heads) is not compiled (2, 4, 5, 8, 16)");
+    }
   }
 
   void silu_mul(const float* gate, const float* up, float* out, std::int64_t count) {
@@ -149,7 +177,8 @@ class CpuBackend {
   }
 
   kernels::cpu::ThreadPool pool_;
-  std::vector<std::span<const std::int32_t>> tables_;
+  Buffer cos_sin_;  // [n][128] the rope's cos / sin
+  std::vector<std::int32_t> block_table_indptr_, block_table_indices_;  // the step's block tables, CSR
 };
 
 }  // namespace qwen

@@ -44,17 +44,6 @@
 
 namespace qwen {
 
-// What the attention kernel needs of one layer's cache: the two pools and their shape.
-//   key, value: [num_blocks][block_size][num_kv_heads][head_dim] fp32
-struct PagedKVLayerView {
-  const float* key = nullptr;
-  const float* value = nullptr;
-  int num_blocks = 0;
-  int block_size = 0;
-  int num_kv_heads = 0;
-  int head_dim = 0;
-};
-
 // How the pools are filled at construction. `none` leaves the memory untouched (pages are
 // committed only when written, so an unused cache costs no RSS); `nan` writes quiet NaNs
 // everywhere, so that a read of a never-written slot shows up in tests.
@@ -159,15 +148,12 @@ class PagedKV {
   [[nodiscard]] const float* key(int layer, int block, int offset) const { return slot(layer, 0, block, offset); }
   [[nodiscard]] const float* value(int layer, int block, int offset) const { return slot(layer, 1, block, offset); }
 
-  // A layer's whole pool: [num_blocks][BlockSize][num_kv_heads][head_dim].
+  // A layer's whole pool: [num_blocks][BlockSize][num_kv_heads][head_dim] (with num_blocks(),
+  // BlockSize and num_kv_heads(), what the attention kernel reads of a layer).
   [[nodiscard]] const float* key_pool(int layer) const { return pool(layer, 0); }
   [[nodiscard]] const float* value_pool(int layer) const { return pool(layer, 1); }
   [[nodiscard]] float* key_pool(int layer) { return pool(layer, 0); }
   [[nodiscard]] float* value_pool(int layer) { return pool(layer, 1); }
-
-  [[nodiscard]] PagedKVLayerView layer_view(int layer) const {
-    return {key_pool(layer), value_pool(layer), num_blocks_, BlockSize, num_kv_heads_, head_dim_};
-  }
 
   // Stores one token's K and V (each [num_kv_heads * head_dim]) at `position` of `seq` in
   // `layer`. The position must be below capacity(seq) (reserve first).
