@@ -483,10 +483,9 @@ TEST_CASE("attention: the tile reduction equals the per-row reduction bit for bi
 
 TEST_CASE("attention: bad arguments are rejected by name", "[attention]") {
   PagedKV<16> kv(1, 2, 128, 4);
-  const int seq = kv.add_sequence();
-  kv.reserve(seq, 20);  // 2 blocks
   BlockTables tables;
-  tables.add(kv.block_table(seq));
+  const std::vector<std::int32_t> two_blocks = {0, 1};  // positions 0 .. 31
+  tables.add(two_blocks);
   const cpu::PagedKVLayer layer{kv.key_pool(0), kv.value_pool(0), kv.num_blocks(), 16, kv.num_kv_heads()};
   std::vector<float> q(4 * 128, 0.5f), out(q.size());
   const std::vector<std::int32_t> seq0 = {0}, pos19 = {19}, pos32 = {32}, seq1 = {1}, pos_neg = {-1}, none;

@@ -1,7 +1,8 @@
 // The forward pass against transformers: every golden checkpoint, every prompt, logits at every
 // position within 1e-4 of the reference logit range (fp32 activations), and the greedy
-// continuation token for token. Then batch invariance: a sequence's logits are the same alone,
-// in a batch of mixed prefill and decode chunks, and with its prefill split into chunks.
+// continuation token for token. Then batch invariance: EVERY sequence of a mixed batch (decodes,
+// re-prefills, fresh prefills, prefills in chunks of 1, 7 and 64, prefixes shared through the
+// books, forks written copy-on-write) gets bit for bit the logits of its run alone.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,7 +14,9 @@
 
 #include <qwen/backend/cpu.hpp>
 #include <qwen/io/safetensors.hpp>
+#include <qwen/kv/block_manager.hpp>
 #include <qwen/model/forward.hpp>
+#include <qwen/model/step.hpp>
 #include <qwen/model/load.hpp>
 #include <qwen/model/registry.hpp>
 
@@ -56,6 +59,23 @@ std::int32_t argmax(const float* row, std::int64_t n) {
   return static_cast<std::int32_t>(std::max_element(row, row + n) - row);
 }
 
+// A forward pass with its books: plan_step + run, as an engine drives it.
+template <class Model>
+struct Runner {
+  Runner(const Weights<Model>& weights, const io::ModelConfig& config, CpuBackend& backend, int kv_blocks, std::int64_t max_tokens = 256)
+      : model(weights, config, backend, {.max_tokens = max_tokens, .max_sequences = 8, .kv_blocks = kv_blocks, .max_logit_rows = max_tokens}),
+        books(kv_blocks) {}
+  void step(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
+    plan_step(books, chunks, model.limits(), plan);
+    model.run(plan, logits);
+    books.check_invariants();
+  }
+  void step(const SequenceChunk& chunk, std::vector<float>& logits) { step(std::span(&chunk, 1), logits); }
+  Qwen3Forward<Model, CpuBackend, block> model;
+  BlockManager<block> books;
+  StepPlan plan;
+};
+
 // Runs f with the loaded model of a golden fixture: f.template operator()<Model>(weights, config).
 template <class F>
 void with_fixture(std::string_view name, F&& f) {
@@ -74,14 +94,14 @@ TEST_CASE("forward: logits and greedy continuations equal transformers' on every
   for (const auto& fixture : testing::golden_fixtures) {
     const std::vector<Reference> refs = read_reference(fixture.name);
     with_fixture(fixture.name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
-      Qwen3Forward<Model, CpuBackend, block> model(weights, config, backend, 64);
+      static_assert(BackendFor<CpuBackend, Model, block>);
+      Runner<Model> run(weights, config, backend, 64);
       for (int p = 0; p < prompts; ++p) {
         INFO("fixture " << fixture.name << ", prompt " << p);
         const Reference& ref = refs[static_cast<std::size_t>(p)];
-        const int seq = model.add_sequence();
+        const int seq = run.books.add_sequence();
         std::vector<float> logits(ref.logits.size(), NAN);
-        const SequenceChunk prompt{seq, 0, ref.ids, Logits::all};
-        model.step(std::span(&prompt, 1), logits);
+        run.step({seq, 0, ref.ids, Logits::all}, logits);
         REQUIRE(logits.size() == ref.logits.size());
         const auto [lo, hi] = std::minmax_element(ref.logits.begin(), ref.logits.end());
         const double tolerance = 1e-4 * (*hi - *lo);
@@ -93,82 +113,132 @@ TEST_CASE("forward: logits and greedy continuations equal transformers' on every
         // Greedy: the argmax of the last prompt position, then one decode step per token.
         std::vector<std::int32_t> generated{argmax(logits.data() + logits.size() - Model::vocab_size, Model::vocab_size)};
         while (generated.size() < ref.greedy.size()) {
-          const SequenceChunk next{seq, model.cached_length(seq), std::span(&generated.back(), 1), Logits::last};
-          model.step(std::span(&next, 1), logits);
+          run.step({seq, run.books.length(seq), std::span(&generated.back(), 1), Logits::last}, logits);
           generated.push_back(argmax(logits.data(), Model::vocab_size));
         }
         CHECK(generated == ref.greedy);
-        model.remove_sequence(seq);
+        run.books.free_sequence(seq);
       }
     });
   }
 }
 
-TEST_CASE("forward: a sequence's logits do not depend on its batch or on how its prefill is chunked", "[forward]") {
-  for (const std::string_view name : {"dense_tied", "moe", "fp8"}) {
+namespace {
+
+// One sequence's part in the batch test: the chunks it runs, step by step, and the logits they
+// return, compared with the same chunks run alone.
+struct Part {
+  std::string what;
+  int seq = -1;
+  std::vector<std::int32_t> tokens;  // every token the sequence is given, in order
+  int begin = 0;                     // position of tokens[0]
+  std::size_t chunk = 1;             // tokens per step
+  Logits logits = Logits::all;
+  std::size_t done = 0;              // tokens run so far
+  std::vector<float> got;            // logits returned so far, in order
+};
+
+}  // namespace
+
+TEST_CASE("forward: every sequence of a mixed batch gets the logits of its run alone, bit for bit", "[forward]") {
+  for (const std::string_view name : {"dense_tied", "moe", "fp8", "dense_untied"}) {
     INFO("fixture " << name);
     const std::vector<Reference> refs = read_reference(name);
-    const std::vector<std::int32_t>& target = refs[3].ids;  // the ~100-token prompt
     with_fixture(name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
-      constexpr std::int64_t vocab = Model::vocab_size;
       CpuBackend backend;
-      Qwen3Forward<Model, CpuBackend, block> model(weights, config, backend, 256);
-
-      // Alone, in one chunk.
-      const int alone = model.add_sequence();
-      std::vector<float> expected;
-      const SequenceChunk whole{alone, 0, target, Logits::all};
-      model.step(std::span(&whole, 1), expected);
-
-      auto compare = [&](const std::vector<float>& got, const char* how) {
-        INFO(how);
-        REQUIRE(got.size() == expected.size());
-        double worst = 0;
-        for (std::size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(got[i]) - expected[i]));
-        INFO("max |difference| = " << worst);
-        CHECK(worst <= 1e-5);
-      };
-
-      // Chunked prefill: chunks of 1, 7 and 64 tokens.
-      for (const std::size_t size : {std::size_t{1}, std::size_t{7}, std::size_t{64}}) {
-        const int seq = model.add_sequence();
-        std::vector<float> all, part;
-        for (std::size_t begin = 0; begin < target.size(); begin += size) {
-          const std::size_t count = std::min(size, target.size() - begin);
-          const SequenceChunk chunk{seq, static_cast<int>(begin), std::span(target).subspan(begin, count), Logits::all};
-          model.step(std::span(&chunk, 1), part);
-          all.insert(all.end(), part.begin(), part.end());
-        }
-        compare(all, size == 1 ? "chunks of 1" : size == 7 ? "chunks of 7" : "chunks of 64");
-        model.remove_sequence(seq);
-      }
-
-      // In a batch of 5: the target's full prefill beside two decode tokens and two prefill chunks,
-      // one of which starts in the middle of its sequence.
-      std::vector<int> others;
+      Runner<Model> run(weights, config, backend, 160);
+      const auto& p0 = refs[0].ids;
+      const auto& p1 = refs[1].ids;
+      const auto& p2 = refs[2].ids;
+      const auto& target = refs[3].ids;  // the ~100-token prompt
       std::vector<float> scratch;
-      for (int p = 0; p < 3; ++p) {
-        const int s = model.add_sequence();
-        others.push_back(s);
-        const SequenceChunk warm{s, 0, refs[static_cast<std::size_t>(p)].ids, Logits::none};
-        model.step(std::span(&warm, 1), scratch);
-      }
-      const int fresh = model.add_sequence();
-      const int target_seq = model.add_sequence();
-      const std::int32_t decode_a = 5, decode_b = 17;
-      const auto& mid = refs[2].ids;
-      const std::vector<SequenceChunk> batch = {
-          {others[0], model.cached_length(others[0]), std::span(&decode_a, 1), Logits::last},
-          {others[2], 10, std::span(mid).subspan(10), Logits::all},  // re-prefill from position 10
-          {target_seq, 0, target, Logits::all},
-          {others[1], model.cached_length(others[1]), std::span(&decode_b, 1), Logits::last},
-          {fresh, 0, refs[1].ids, Logits::last},
+
+      // Sequences with a history: p0 and p2 prefilled, a fork of the target's first 40 tokens.
+      auto prefilled = [&](const std::vector<std::int32_t>& ids, std::size_t count) {
+        const int s = run.books.add_sequence();
+        run.step({s, 0, std::span(ids).first(count), Logits::none}, scratch);
+        return s;
       };
-      std::vector<float> batched;
-      model.step(batch, batched);
-      const std::int64_t first = (1 + static_cast<std::int64_t>(mid.size() - 10)) * vocab;
-      compare(std::vector<float>(batched.begin() + first, batched.begin() + first + static_cast<std::int64_t>(target.size()) * vocab),
-              "in a batch of 5");
+      const int decoder = prefilled(p0, p0.size());
+      const int rewriter = prefilled(p2, p2.size());
+      const int parent = prefilled(target, 40);
+      const int child = run.books.fork(parent);
+      // A sequence that reuses the target's first full blocks through the prefix cache.
+      const int sharer = run.books.add_sequence();
+      const int matched = run.books.match_prefix(sharer, std::span(target).first(target.size() - 1));
+      REQUIRE(matched == 32);  // the full blocks of `parent` (40 tokens: 2 full blocks of 16)
+
+      std::vector<Part> parts;
+      auto add = [&](std::string what, int seq, std::vector<std::int32_t> tokens, int begin, std::size_t chunk, Logits l) {
+        parts.push_back({std::move(what), seq, std::move(tokens), begin, chunk, l, 0, {}});
+      };
+      std::vector<std::int32_t> decode_tokens;
+      for (int i = 0; i < 9; ++i) decode_tokens.push_back((i * 37 + 5) % Model::vocab_size);
+      add("decodes after p0", decoder, decode_tokens, static_cast<int>(p0.size()), 1, Logits::last);
+      add("re-prefill of p2 from position 10", rewriter, std::vector<std::int32_t>(p2.begin() + 10, p2.end()), 10, 64, Logits::all);
+      add("fresh prefill of the target in chunks of 7", run.books.add_sequence(), target, 0, 7, Logits::all);
+      add("fresh prefill of p1 in chunks of 1", run.books.add_sequence(), p1, 0, 1, Logits::all);
+      add("fresh prefill of the target in one chunk of 64 and the rest", run.books.add_sequence(), target, 0, 64, Logits::all);
+      add("the target after its cached prefix", sharer, std::vector<std::int32_t>(target.begin() + matched, target.end()), matched, 64,
+          Logits::all);
+      // Parent and child diverge inside the shared partly-filled block (positions 32..39 shared).
+      std::vector<std::int32_t> other(target.begin() + 36, target.end());
+      for (auto& t : other) t = (t + 11) % Model::vocab_size;
+      add("the parent continuing the target", parent, std::vector<std::int32_t>(target.begin() + 40, target.end()), 40, 7, Logits::all);
+      add("the fork rewriting from position 36 with other tokens", child, other, 36, 7, Logits::all);
+
+      // Run all parts together until each is done: every step has a different mix.
+      for (bool busy = true; busy;) {
+        std::vector<SequenceChunk> chunks;
+        std::vector<Part*> in_step;
+        for (Part& p : parts) {
+          if (p.done == p.tokens.size()) continue;
+          const std::size_t count = std::min(p.chunk, p.tokens.size() - p.done);
+          chunks.push_back({p.seq, p.begin + static_cast<int>(p.done), std::span(p.tokens).subspan(p.done, count), p.logits});
+          in_step.push_back(&p);
+        }
+        busy = !chunks.empty();
+        if (!busy) break;
+        std::vector<float> logits;
+        run.step(chunks, logits);
+        std::size_t row = 0;
+        for (std::size_t c = 0; c < chunks.size(); ++c) {
+          const std::size_t rows = chunks[c].logits == Logits::all ? chunks[c].tokens.size() : 1;
+          Part& p = *in_step[c];
+          p.got.insert(p.got.end(), logits.begin() + static_cast<std::ptrdiff_t>(row * Model::vocab_size),
+                       logits.begin() + static_cast<std::ptrdiff_t>((row + rows) * Model::vocab_size));
+          row += rows;
+          p.done += chunks[c].tokens.size();
+        }
+      }
+
+      // Each part alone, in a fresh cache: its history first, then its tokens one step at a time
+      // in the same chunks (decodes) or in one prefill (the rest).
+      for (const Part& p : parts) {
+        INFO(p.what);
+        Runner<Model> alone(weights, config, backend, 64);
+        const int s = alone.books.add_sequence();
+        std::vector<std::int32_t> history;
+        if (p.seq == decoder) history = p0;
+        if (p.seq == rewriter) history.assign(p2.begin(), p2.begin() + 10);
+        if (p.seq == sharer || p.seq == parent) history.assign(target.begin(), target.begin() + p.begin);
+        if (p.seq == child) history.assign(target.begin(), target.begin() + 36);
+        if (!history.empty()) alone.step({s, 0, history, Logits::none}, scratch);
+        std::vector<float> expected, part;
+        if (p.logits == Logits::last) {
+          for (std::size_t i = 0; i < p.tokens.size(); ++i) {
+            alone.step({s, p.begin + static_cast<int>(i), std::span(p.tokens).subspan(i, 1), Logits::last}, part);
+            expected.insert(expected.end(), part.begin(), part.end());
+          }
+        } else {
+          alone.step({s, p.begin, p.tokens, Logits::all}, expected);
+        }
+        REQUIRE(p.got.size() == expected.size());
+        double worst = 0;
+        for (std::size_t i = 0; i < expected.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(p.got[i]) - expected[i]));
+        INFO("max |difference| = " << worst);
+        CHECK(worst == 0.0);  // every weight dtype: the same instructions per token, whatever the batch
+      }
     });
   }
 }
@@ -176,25 +246,28 @@ TEST_CASE("forward: a sequence's logits do not depend on its batch or on how its
 TEST_CASE("forward: bad steps are errors naming the chunk, and change nothing", "[forward]") {
   with_fixture("dense_tied", [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
     CpuBackend backend(1);
-    Qwen3Forward<Model, CpuBackend, block> model(weights, config, backend, 4);  // 64 positions
-    const int seq = model.add_sequence();
+    Runner<Model> run(weights, config, backend, 4, 128);  // 64 positions
+    const int seq = run.books.add_sequence();
     std::vector<float> logits;
     const std::vector<std::int32_t> ok = {1, 2, 3}, bad = {1, 512, 3}, negative = {-1};
-    auto step1 = [&](const SequenceChunk& c) { model.step(std::span(&c, 1), logits); };
+    auto step1 = [&](const SequenceChunk& c) { run.step(c, logits); };
     CHECK_THROWS_WITH(step1({seq, 0, bad}), Catch::Contains("token id 512 at index 1 is outside the vocabulary [0, 512)"));
     CHECK_THROWS_WITH(step1({seq, 0, negative}), Catch::Contains("token id -1"));
     CHECK_THROWS_WITH(step1({seq, 0, {}}), Catch::Contains("chunk 0 (sequence 0): no tokens"));
     CHECK_THROWS_WITH(step1({seq, 2, ok}), Catch::Contains("start position 2 but the cache holds 0 positions"));
-    CHECK_THROWS_WITH(step1({seq + 7, 0, ok}), Catch::Contains("sequence 7 does not exist"));
+    CHECK_THROWS_WITH(step1({seq + 7, 0, ok}), Catch::Contains("chunk 0 (sequence 7): the sequence does not exist"));
     const std::vector<std::int32_t> long_prompt(513, 1);
     CHECK_THROWS_WITH(step1({seq, 0, long_prompt}), Catch::Contains("positions up to 513 exceed max_position_embeddings 512"));
     const std::vector<std::int32_t> too_many(65, 1);
     CHECK_THROWS_WITH(step1({seq, 0, too_many}), Catch::Contains("needs 5 more blocks of 16 positions, 4 are free"));
+    const std::vector<std::int32_t> too_long(129, 1);
+    CHECK_THROWS_WITH(step1({seq, 0, too_long}), Catch::Contains("129 tokens, the forward pass was built for at most 128"));
     const std::vector<SequenceChunk> twice = {{seq, 0, ok}, {seq, 0, ok}};
-    CHECK_THROWS_WITH(model.step(twice, logits), Catch::Contains("chunk 1 (sequence 0): the sequence appears twice"));
-    CHECK(model.cached_length(seq) == 0);
-    CHECK(model.kv_cache().num_free_blocks() == 4);
+    CHECK_THROWS_WITH(run.step(twice, logits), Catch::Contains("chunk 1 (sequence 0): the sequence appears twice"));
+    CHECK(run.books.length(seq) == 0);
+    CHECK(run.books.num_free_blocks() == 4);
     CHECK_NOTHROW(step1({seq, 0, ok}));
-    CHECK(model.cached_length(seq) == 3);
+    CHECK(run.books.length(seq) == 3);
+    CHECK_THROWS_WITH(Runner<Model>(weights, config, backend, 0), Catch::Contains("kv_blocks 0"));
   });
 }

@@ -24,6 +24,7 @@
 // config.json; they are the sampler's stop_token_ids, which --min-tokens masks) unless
 // --ignore-eos. Any problem, bad parameter values included (named with their value, e.g.
 // "sampling parameter 'top_p' is 1.5, must be in (0, 1]"): the error on stderr, exit status 1.
+#include <algorithm>
 #include <charconv>
 #include <cstdint>
 #include <exception>
@@ -144,21 +145,35 @@ int generate(const Options& opt, const qwen::io::ModelConfig& config) {
   const std::uint64_t seed = qwen::sampling::Sampler::admit_seed(params);
   if (!params.seed && !params.greedy()) std::cerr << "qwen-generate: seed " << seed << "\n";
 
+  // The prompt is run in chunks of at most `chunk` tokens (the forward pass's buffers are sized
+  // for its largest step), then one token per step.
   constexpr int block = 16;
+  constexpr std::int64_t chunk = 512;
   qwen::CpuBackend backend(opt.threads);
-  qwen::Qwen3Forward<Model, qwen::CpuBackend, block> model(loaded.weights, config, backend,
-                                                           static_cast<int>((total + block - 1) / block));
+  const int kv_blocks = static_cast<int>((total + block - 1) / block);
+  qwen::Qwen3Forward<Model, qwen::CpuBackend, block> model(
+      loaded.weights, config, backend,
+      {.max_tokens = std::min<std::int64_t>(chunk, std::max<std::int64_t>(1, static_cast<std::int64_t>(prompt.size()))),
+       .max_sequences = 1, .kv_blocks = kv_blocks, .max_logit_rows = 1});
+  qwen::BlockManager<block> books(kv_blocks);
+  qwen::StepPlan plan;
   qwen::sampling::Sampler sampler;
-  const int seq = model.add_sequence();
+  const int seq = books.add_sequence();
   std::vector<std::int32_t> generated;
   std::vector<std::vector<qwen::sampling::TokenLogprob>> logprobs;
   std::vector<float> logits;  // [1, vocab]: the last position's logits
   std::vector<std::int32_t> input = prompt;
   int position = 0;
+  auto run = [&](std::span<const std::int32_t> tokens, qwen::Logits wanted) {
+    const qwen::SequenceChunk step{seq, position, tokens, wanted};
+    qwen::plan_step(books, std::span(&step, 1), model.limits(), plan);
+    model.run(plan, logits);
+    position += static_cast<int>(tokens.size());
+  };
   while (static_cast<int>(generated.size()) < opt.max_tokens) {
-    const qwen::SequenceChunk chunk{seq, position, input, qwen::Logits::last};
-    model.step(std::span(&chunk, 1), logits);
-    position += static_cast<int>(input.size());
+    std::span<const std::int32_t> rest(input);
+    for (; static_cast<std::int64_t>(rest.size()) > chunk; rest = rest.subspan(chunk)) run(rest.first(chunk), qwen::Logits::none);
+    run(rest, qwen::Logits::last);
     qwen::sampling::SampleResult next = sampler.sample(logits, {&params, seed, prompt, generated});
     generated.push_back(next.token);
     logprobs.push_back(std::move(next.top_logprobs));

@@ -1,6 +1,7 @@
 // The umbrella header: everything the library offers.
 #pragma once
 
+#include "qwen/backend/backend.hpp"
 #include "qwen/backend/cpu.hpp"
 #include "qwen/chat/chat_template.hpp"
 #include "qwen/chat/python_json.hpp"
@@ -24,6 +25,7 @@
 #include "qwen/kv/paged_kv.hpp"
 #include "qwen/model/forward.hpp"
 #include "qwen/model/load.hpp"
+#include "qwen/model/placed_weights.hpp"
 #include "qwen/model/qwen3.hpp"
 #include "qwen/model/registry.hpp"
 #include "qwen/model/shapes.hpp"

@@ -61,7 +61,7 @@ namespace qwen::kernels::cpu {
 template <class T>
 concept LinearPlainWeight = std::same_as<T, float> || std::same_as<T, bf16>;
 
-// Which vector path linear was compiled with: "avx512", "avx2" or "scalar".
+// Which vector path linear was compiled with: "avx512", "avx2" or "portable".
 inline constexpr std::string_view linear_isa = linear_detail::Lanes::isa;
 
 namespace linear_detail {

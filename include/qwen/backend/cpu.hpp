@@ -1,20 +1,33 @@
-// The CPU backend: buffers are std::vector<float>, ops are the kernels in kernels/cpu, threads
-// come from one ThreadPool. This is the contract the forward pass (model/forward.hpp) relies
-// on; a CUDA backend provides the same members over device memory.
+// The CPU backend: the ops of kernels/cpu on one ThreadPool. It satisfies qwen::Backend
+// (backend/backend.hpp), whose comment states the contract and the memory spaces.
 //
-// Activations are fp32. Weights are read in place from the checkpoint's mapping in their own
-// dtype (F32, BF16, or F8_E4M3 with block scales) and converted exactly inside the kernels.
+// Memory spaces on the CPU are all host memory:
+//   activations  Buffer<float> (std::vector), allocated by the forward pass at construction for
+//                its largest step; ops never allocate.
+//   weights      views into the checkpoint's mapping (zero copy), typed by the model's weight
+//                type at placement; FP8 block scales are converted once and kept here.
+//   KV cache     PagedKV<BlockSize> (qwen/kv/paged_kv.hpp): fp32 pools, storage only.
+//   logits       a Buffer<float>; copy_to_host is a memcpy.
+//   step plan    prepare() keeps a pointer to the host StepPlan (a view, no upload), runs the
+//                plan's block copies, plans the attention's work split and computes the step's
+//                RoPE cos/sin table once for all layers.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
+#include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "qwen/core/error.hpp"
 #include "qwen/core/numeric.hpp"
 #include "qwen/core/tensor.hpp"
+#include "qwen/backend/backend.hpp"
 #include "qwen/io/model_config.hpp"
 #include "qwen/kv/paged_kv.hpp"
+#include "qwen/model/qwen3.hpp"
 #include "qwen/model/step.hpp"
 #include "qwen/model/weights.hpp"
 #include <qwen/kernels/cpu/attention.hpp>
@@ -28,115 +41,205 @@
 
 namespace qwen {
 
+namespace cpu_detail {
+template <class W>
+struct linear_of {
+  using type = kernels::cpu::PlainLinear<W>;
+};
+template <>
+struct linear_of<fp8> {
+  using type = kernels::cpu::Fp8Linear;
+};
+}  // namespace cpu_detail
+
 class CpuBackend {
  public:
-  using Buffer = std::vector<float>;
-  using Rope = kernels::cpu::RopeFrequencies;
+  using Activation = float;
+  template <class T>
+  using Buffer = std::vector<T>;
+  template <class W>
+  using Linear = typename cpu_detail::linear_of<W>::type;
+  template <class T>
+  using Vector = const T*;
+  template <int BlockSize>
+  using KVCache = PagedKV<BlockSize>;
 
   // threads: 0 = every core.
   explicit CpuBackend(unsigned threads = 0) : pool_(threads) {}
+  CpuBackend(const CpuBackend&) = delete;
+  CpuBackend& operator=(const CpuBackend&) = delete;
 
   [[nodiscard]] kernels::cpu::ThreadPool& pool() noexcept { return pool_; }
 
-  // ---- buffers ----
-  static void resize(Buffer& b, std::int64_t count) {
-    if (static_cast<std::int64_t>(b.size()) < count) b.resize(static_cast<std::size_t>(count));
+  // ---- memory ----
+  template <class T>
+  [[nodiscard]] Buffer<T> allocate(std::int64_t count) {
+    return Buffer<T>(static_cast<std::size_t>(count));
   }
-  static float* data(Buffer& b) noexcept { return b.data(); }
-  static void fill_zero(float* p, std::int64_t count) { std::memset(p, 0, static_cast<std::size_t>(count) * sizeof(float)); }
-
-  [[nodiscard]] static Rope make_rope(const io::ModelConfig& c) {
-    std::optional<kernels::cpu::YarnParams> yarn;
-    if (c.yarn)
-      yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings),
-                                      c.yarn->beta_fast, c.yarn->beta_slow, c.yarn->attention_factor};
-    return kernels::cpu::make_rope_frequencies(c.rope_theta, c.head_dim, yarn);
+  template <class T>
+  [[nodiscard]] static T* data(Buffer<T>& b) noexcept {
+    return b.data();
+  }
+  template <class T>
+  [[nodiscard]] static const T* data(const Buffer<T>& b) noexcept {
+    return b.data();
+  }
+  // The explicit device -> host copy (on the CPU a memcpy).
+  template <class T>
+  static void copy_to_host(const Buffer<T>& src, std::int64_t count, T* dst) {
+    std::memcpy(dst, src.data(), static_cast<std::size_t>(count) * sizeof(T));
   }
 
-  // ---- ops ----
+  template <int BlockSize>
+  [[nodiscard]] KVCache<BlockSize> make_kv_cache(int num_layers, int num_kv_heads, int head_dim, int num_blocks) {
+    return KVCache<BlockSize>(num_layers, num_kv_heads, head_dim, num_blocks);
+  }
+
+  // ---- weight placement: the one dtype dispatch, at load ----
+  // W = float or bf16: an unquantized weight of exactly that dtype. W = fp8: a block-FP8 weight
+  // (its scales converted once, kept by this backend) or, without scales, a bf16 one.
+  template <class W>
+  [[nodiscard]] Linear<W> place_linear(const LinearWeight& w) {
+    const std::int64_t out = w.weight.shape.at(0), in = w.weight.shape.at(1);
+    if constexpr (std::is_same_v<W, fp8>) {
+      if (!w.scale_inv) return kernels::cpu::Fp8Linear{nullptr, nullptr, nullptr, out, in, w.weight.as<bf16>(DType::BF16)};
+      const TensorView& s = *w.scale_inv;
+      const auto* codes = w.weight.as<fp8_e4m3>(DType::F8_E4M3);
+      fp8_scales_.push_back(s.dtype == DType::BF16 ? kernels::cpu::prepare_fp8_scales(s.as<bf16>(DType::BF16), out, in)
+                                                   : kernels::cpu::prepare_fp8_scales(s.as<float>(DType::F32), out, in));
+      return kernels::cpu::fp8_linear_view(codes, fp8_scales_.back(), out, in);
+    } else {
+      if (w.scale_inv) throw_error<InvalidArgument>("place_linear: a block-FP8 weight for a model whose weight type is not fp8");
+      return {w.weight.as<W>(dtype_of<W>()), out, in};
+    }
+  }
+  template <class T>
+  [[nodiscard]] Vector<T> place_vector(const TensorView& t) {
+    return t.as<T>(dtype_of<T>());
+  }
+
+  // ---- the step ----
+  // What prepare() makes of a StepPlan for one model type, reserved for the largest step at
+  // construction: the attention's work split, the step's RoPE cos/sin table, and the MoE
+  // routing buffers. Nothing in it is allocated after construction.
+  template <Qwen3Type Model>
+  class Step {
+   public:
+    static constexpr int head_dim = Model::head_dim;
+    static constexpr int group = Model::group_size;
+
+    Step(CpuBackend& b, const StepLimits& limits, const io::ModelConfig& config)
+        : attention_(limits.max_tokens, limits.max_sequences, Model::num_kv_heads, b.pool()),
+          rope_(make_rope(config)),
+          cos_sin_(static_cast<std::size_t>(limits.max_tokens) * head_dim) {
+      if constexpr (Model::is_moe) moe_.reserve(limits.max_tokens);
+    }
+
+   private:
+    friend class CpuBackend;
+    struct MoEScratch {
+      void reserve(std::int64_t max_tokens) {
+        using D = moe_dims<Model>;
+        const auto pairs = static_cast<std::size_t>(max_tokens) * D::experts_per_token;
+        router.resize(static_cast<std::size_t>(max_tokens) * D::num_experts);
+        ids.resize(pairs);
+        weights.resize(pairs);
+        probs.resize(D::num_experts);
+        order.resize(D::num_experts);
+        offsets.resize(D::num_experts + 1);
+        rows.resize(pairs);
+        row_weights.resize(pairs);
+        in.resize(static_cast<std::size_t>(max_tokens) * Model::hidden_size);
+        out.resize(in.size());
+        gate.resize(static_cast<std::size_t>(max_tokens) * D::moe_intermediate_size);
+        up.resize(gate.size());
+      }
+      std::vector<float> router, weights, probs, row_weights, in, out, gate, up;
+      std::vector<std::int32_t> ids, order, offsets, rows;
+    };
+
+    [[nodiscard]] static kernels::cpu::RopeFrequencies make_rope(const io::ModelConfig& c) {
+      std::optional<kernels::cpu::YarnParams> yarn;
+      if (c.yarn)
+        yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings),
+                                        c.yarn->beta_fast, c.yarn->beta_slow, c.yarn->attention_factor};
+      return kernels::cpu::make_rope_frequencies(c.rope_theta, Model::head_dim, yarn);
+    }
+
+    const StepPlan* plan_ = nullptr;
+    kernels::cpu::PagedAttention<head_dim, group> attention_;
+    kernels::cpu::RopeFrequencies rope_;
+    std::vector<float> cos_sin_;  // [tokens][head_dim]: cos | sin of each token's position
+    MoEScratch moe_;
+  };
+
+  template <Qwen3Type Model>
+  [[nodiscard]] Step<Model> make_step(const StepLimits& limits, const io::ModelConfig& config) {
+    return Step<Model>(*this, limits, config);
+  }
+
+  // Once per step, before any op: the plan's block copies, then the work that every layer
+  // shares. The plan must outlive the step's ops (the CPU reads it in place).
+  template <Qwen3Type Model, int BlockSize>
+  void prepare(Step<Model>& step, const StepPlan& plan, KVCache<BlockSize>& kv) {
+    if (plan.block_size != BlockSize)
+      throw_error<InvalidArgument>("prepare: the plan has block size ", plan.block_size, ", the cache ", BlockSize);
+    for (const BlockCopy& c : plan.block_copies) kv.copy_block(c.src, c.dst);
+    step.plan_ = &plan;
+    step.attention_.plan({plan.sequence_of_token, plan.positions, plan.block_table_indptr, plan.block_table_indices},
+                         kv.num_blocks(), BlockSize);
+    kernels::cpu::rope_cos_sin(step.rope_, plan.positions.data(), plan.num_tokens(), step.cos_sin_.data());
+  }
+
+  // ---- ops (n = the step's token count unless stated) ----
   // out[n, hidden] = table[tokens]
-  void embedding(const TensorView& table, const std::int32_t* tokens, std::int64_t n, float* out) {
-    visit_plain(table, "embedding", [&](const auto* w) { kernels::cpu::embedding(w, table.shape[0], table.shape[1], tokens, n, out); });
+  template <Qwen3Type Model, class T>
+  void embedding(const Step<Model>& step, Vector<T> table, float* out) {
+    kernels::cpu::embedding(table, Model::vocab_size, Model::hidden_size, step.plan_->tokens.data(), step.plan_->num_tokens(), out);
   }
 
   // out[rows, dim] = rms_norm(x) * weight; out may alias x.
-  void rms_norm(const float* x, std::int64_t rows, std::int64_t dim, const TensorView& weight, float eps, float* out) {
-    visit_plain(weight, "rms_norm", [&](const auto* w) {
-      pool_.parallel_for(rows, std::max<std::int64_t>(1, 4096 / dim), [&](std::int64_t begin, std::int64_t end) {
-        kernels::cpu::rms_norm(x + begin * dim, end - begin, dim, w, eps, out + begin * dim);
-      });
+  template <class T>
+  void rms_norm(const float* x, std::int64_t rows, std::int64_t dim, Vector<T> weight, float eps, float* out) {
+    pool_.parallel_for(rows, std::max<std::int64_t>(1, 4096 / dim), [&](std::int64_t begin, std::int64_t end) {
+      kernels::cpu::rms_norm(x + begin * dim, end - begin, dim, weight, eps, out + begin * dim);
     });
   }
 
-  // y[n, out] = x[n, in] · Wᵀ for W [out, in] in F32, BF16, or F8_E4M3 + block scales.
-  void linear(const float* x, std::int64_t n, const LinearWeight& w, float* y) {
-    const std::int64_t out = w.weight.shape[0], in = w.weight.shape[1];
-    if (w.scale_inv) {
-      const TensorView& s = *w.scale_inv;
-      const auto* q = reinterpret_cast<const fp8_e4m3*>(w.weight.data);
-      if (s.dtype == DType::BF16)
-        kernels::cpu::linear_fp8(x, n, in, q, reinterpret_cast<const bf16*>(s.data), out, y, pool_);
-      else
-        kernels::cpu::linear_fp8(x, n, in, q, reinterpret_cast<const float*>(s.data), out, y, pool_);
-      return;
-    }
-    visit_plain(w.weight, "linear", [&](const auto* p) { kernels::cpu::linear(x, n, in, p, out, y, pool_); });
+  // y[p][n, w[p].out] = x[n, in] · w[p]ᵀ, all K products in one pass (bit-identical to K calls).
+  template <class L, std::size_t K>
+  void linear(const float* x, std::int64_t n, const std::array<L, K>& w, const std::array<float*, K>& y) {
+    kernels::cpu::linear_fused(x, n, w[0].in, w, y, pool_);
   }
-  // The same, writing to host memory (for the CPU, any memory).
-  void linear_to_host(const float* x, std::int64_t n, const LinearWeight& w, float* y) { linear(x, n, w, y); }
+  template <class L>
+  void linear(const float* x, std::int64_t n, const L& w, float* y) {
+    kernels::cpu::linear(x, n, w, y, pool_);
+  }
 
-  // x: [n, heads, 128], rotated in place.
-  void rope(float* x, std::int64_t n, std::int64_t heads, const std::int32_t* positions, const Rope& frequencies) {
-    constexpr int head_dim = 128;
-    if (frequencies.head_dim != head_dim)
-      throw_error<InvalidArgument>("rope: head_dim ", frequencies.head_dim, " is not compiled (Qwen3 uses 128)");
-    resize(cos_sin_, n * head_dim);
+  // q [n, heads, head_dim] and k [n, kv_heads, head_dim] rotated in place with the step's table.
+  template <Qwen3Type Model>
+  void rope(const Step<Model>& step, float* q, float* k) {
+    const std::int64_t n = step.plan_->num_tokens();
     pool_.parallel_for(n, 8, [&](std::int64_t begin, std::int64_t end) {
-      float* cos_sin = cos_sin_.data() + begin * head_dim;
-      kernels::cpu::rope_cos_sin(frequencies, positions + begin, end - begin, cos_sin);
-      kernels::cpu::apply_rope<head_dim>(x + begin * heads * head_dim, end - begin, heads, cos_sin);
+      const float* cs = step.cos_sin_.data() + begin * Model::head_dim;
+      kernels::cpu::apply_rope<Model::head_dim>(q + begin * Model::q_size, end - begin, Model::num_heads, cs);
+      kernels::cpu::apply_rope<Model::head_dim>(k + begin * Model::kv_size, end - begin, Model::num_kv_heads, cs);
     });
   }
 
-  // Stores each token's K and V ([n, kv_heads * head_dim]) at its position in its sequence.
-  template <int BlockSize>
-  void write_kv(PagedKV<BlockSize>& kv, int layer, const StepPlan& plan, const float* k, const float* v) {
-    const std::int64_t width = static_cast<std::int64_t>(kv.num_kv_heads()) * kv.head_dim();
-    for (std::int64_t t = 0; t < plan.num_tokens(); ++t)
-      kv.write(layer, plan.sequences[static_cast<std::size_t>(plan.slot[static_cast<std::size_t>(t)])],
-               plan.positions[static_cast<std::size_t>(t)], k + t * width, v + t * width);
+  // Stores each token's K and V ([n, kv_heads * head_dim]) at its planned slot of `layer`.
+  template <Qwen3Type Model, int BlockSize>
+  void write_kv(const Step<Model>& step, KVCache<BlockSize>& kv, int layer, const float* k, const float* v) {
+    const auto& slots = step.plan_->kv_slot;
+    for (std::size_t t = 0; t < slots.size(); ++t)
+      kv.write(layer, slots[t], k + t * Model::kv_size, v + t * Model::kv_size);
   }
 
   // out[n, heads, head_dim]: causal attention of each token over its own sequence's cache.
-  // The GQA group (heads / KV heads) becomes a template constant here, among the official Qwen3
-  // shapes' groups. paged_attention plans and runs per call (per layer).
-  template <int BlockSize>
-  void attention(const PagedKV<BlockSize>& kv, int layer, const StepPlan& plan, const float* q, int heads, float scale, float* out) {
-    if (kv.head_dim() != 128)
-      throw_error<InvalidArgument>("attention: head_dim ", kv.head_dim(), " is not compiled (Qwen3 uses 128)");
-    block_table_indptr_.assign(1, 0);
-    block_table_indices_.clear();
-    for (int s : plan.sequences) {
-      const auto table = kv.block_table(s);
-      block_table_indices_.insert(block_table_indices_.end(), table.begin(), table.end());
-      block_table_indptr_.push_back(static_cast<std::int32_t>(block_table_indices_.size()));
-    }
-    const kernels::cpu::PagedAttentionBatch batch{plan.slot, plan.positions, block_table_indptr_, block_table_indices_};
-    const kernels::cpu::PagedKVLayer pools{kv.key_pool(layer), kv.value_pool(layer), kv.num_blocks(), BlockSize, kv.num_kv_heads()};
-    if (heads <= 0 || heads % kv.num_kv_heads() != 0)
-      throw_error<InvalidArgument>("attention: ", heads, " heads are not a positive multiple of ", kv.num_kv_heads(), " KV heads");
-    const int group = heads / kv.num_kv_heads();
-    const auto run = [&]<int Group>() { kernels::cpu::paged_attention<128, Group>(q, batch, pools, scale, out, pool_); };
-    switch (group) {
-      case 2: return run.template operator()<2>();
-      case 4: return run.template operator()<4>();
-      case 5: return run.template operator()<5>();
-      case 8: return run.template operator()<8>();
-      case 16: return run.template operator()<16>();
-      default:
-        throw_error<InvalidArgument>("attention: GQA group ", group, " (", heads, " / ", kv.num_kv_heads(),
-                                     " heads) is not compiled (2, 4, 5, 8, 16)");
-    }
+  template <Qwen3Type Model, int BlockSize>
+  void attention(Step<Model>& step, const KVCache<BlockSize>& kv, int layer, const float* q, float scale, float* out) {
+    const kernels::cpu::PagedKVLayer view{kv.key_pool(layer), kv.value_pool(layer), kv.num_blocks(), BlockSize, Model::num_kv_heads};
+    step.attention_.run(q, view, scale, out);
   }
 
   void silu_mul(const float* gate, const float* up, float* out, std::int64_t count) {
@@ -147,38 +250,76 @@ class CpuBackend {
   static void add(float* x, const float* y, std::int64_t count) {
     for (std::int64_t i = 0; i < count; ++i) x[i] += y[i];
   }
-  static void gather_rows(const float* src, std::int64_t width, const std::int32_t* rows, std::int64_t count, float* dst) {
-    for (std::int64_t r = 0; r < count; ++r)
-      std::memcpy(dst + r * width, src + static_cast<std::int64_t>(rows[r]) * width, static_cast<std::size_t>(width) * sizeof(float));
+  // dst[r, :] = src[plan.logit_rows[r], :]
+  template <Qwen3Type Model>
+  static void gather_logit_rows(const Step<Model>& step, const float* src, float* dst) {
+    const auto& rows = step.plan_->logit_rows;
+    for (std::size_t r = 0; r < rows.size(); ++r)
+      std::memcpy(dst + r * Model::hidden_size, src + static_cast<std::int64_t>(rows[r]) * Model::hidden_size,
+                  Model::hidden_size * sizeof(float));
   }
-  // dst[rows[r], :] += weights[r] * src[r, :]
-  static void scatter_add_scaled(const float* src, std::int64_t width, const std::int32_t* rows, const float* weights,
-                                 std::int64_t count, float* dst) {
-    for (std::int64_t r = 0; r < count; ++r) {
-      float* d = dst + static_cast<std::int64_t>(rows[r]) * width;
-      const float* s = src + r * width;
-      for (std::int64_t i = 0; i < width; ++i) d[i] += s[i] * weights[r];
+
+  // out[n, hidden] = Σ over each token's top-k experts, in ascending expert id, of
+  // weight · expert(x). Routing and grouping by expert happen here, in the backend: tokens are
+  // bucketed by expert (ascending token order within an expert), so each expert's weights are
+  // read once per step.
+  template <Qwen3Type Model, class Placed>
+  void moe(Step<Model>& step, const Placed& m, const float* x, float* out) {
+    using D = moe_dims<Model>;
+    constexpr int experts = D::num_experts, k = D::experts_per_token, width = D::moe_intermediate_size, hidden = Model::hidden_size;
+    auto& s = step.moe_;
+    const std::int64_t n = step.plan_->num_tokens();
+    linear(x, n, m.router, s.router.data());
+    kernels::cpu::moe_route(s.router.data(), n, experts, k, D::norm_topk_prob, s.ids.data(), s.weights.data(), s.probs.data(),
+                            s.order.data());
+    // Counting sort of the (token, expert) pairs by expert.
+    std::fill(s.offsets.begin(), s.offsets.end(), 0);
+    for (std::int64_t i = 0; i < n * k; ++i) ++s.offsets[static_cast<std::size_t>(s.ids[static_cast<std::size_t>(i)]) + 1];
+    for (int e = 0; e < experts; ++e) s.offsets[static_cast<std::size_t>(e) + 1] += s.offsets[static_cast<std::size_t>(e)];
+    for (std::int64_t t = 0; t < n; ++t)
+      for (int j = 0; j < k; ++j) {
+        const auto pair = static_cast<std::size_t>(t * k + j);
+        const auto at = static_cast<std::size_t>(s.offsets[static_cast<std::size_t>(s.ids[pair])]++);
+        s.rows[at] = static_cast<std::int32_t>(t);
+        s.row_weights[at] = s.weights[pair];
+      }
+    for (int e = experts; e > 0; --e) s.offsets[static_cast<std::size_t>(e)] = s.offsets[static_cast<std::size_t>(e) - 1];
+    s.offsets[0] = 0;
+
+    std::fill_n(out, n * hidden, 0.0f);
+    for (int e = 0; e < experts; ++e) {
+      const std::int32_t begin = s.offsets[static_cast<std::size_t>(e)], count = s.offsets[static_cast<std::size_t>(e) + 1] - begin;
+      if (count == 0) continue;
+      const std::int32_t* rows = s.rows.data() + begin;
+      for (std::int32_t r = 0; r < count; ++r)
+        std::memcpy(s.in.data() + static_cast<std::size_t>(r) * hidden, x + static_cast<std::int64_t>(rows[r]) * hidden,
+                    hidden * sizeof(float));
+      const auto& expert = m.experts[static_cast<std::size_t>(e)];
+      linear(s.in.data(), count, expert.gate_up, {s.gate.data(), s.up.data()});
+      silu_mul(s.gate.data(), s.up.data(), s.gate.data(), static_cast<std::int64_t>(count) * width);
+      linear(s.gate.data(), count, expert.down, s.out.data());
+      const float* w = s.row_weights.data() + begin;
+      for (std::int32_t r = 0; r < count; ++r) {
+        float* d = out + static_cast<std::int64_t>(rows[r]) * hidden;
+        const float* src = s.out.data() + static_cast<std::size_t>(r) * hidden;
+        for (int i = 0; i < hidden; ++i) d[i] += src[i] * w[r];
+      }
     }
-  }
-  static void moe_route(const float* logits, std::int64_t n, int experts, int k, bool norm, std::int32_t* ids, float* weights) {
-    kernels::cpu::moe_route(logits, n, experts, k, norm, ids, weights);
   }
 
  private:
-  // Calls f with a typed pointer for an F32 or BF16 tensor.
-  template <class F>
-  static void visit_plain(const TensorView& t, const char* op, F&& f) {
-    if (t.dtype == DType::F32)
-      f(reinterpret_cast<const float*>(t.data));
-    else if (t.dtype == DType::BF16)
-      f(reinterpret_cast<const bf16*>(t.data));
+  template <class T>
+  static constexpr DType dtype_of() {
+    if constexpr (std::is_same_v<T, float>)
+      return DType::F32;
     else
-      throw_error<InvalidArgument>(op, ": weights of dtype ", dtype_name(t.dtype), " are not supported here (F32 or BF16)");
+      return DType::BF16;
   }
 
   kernels::cpu::ThreadPool pool_;
-  Buffer cos_sin_;  // [n][128] the rope's cos / sin
-  std::vector<std::int32_t> block_table_indptr_, block_table_indices_;  // the step's block tables, CSR
+  std::deque<kernels::cpu::Fp8Scales> fp8_scales_;  // the placed FP8 weights' converted scales
 };
+
+static_assert(Backend<CpuBackend>, "CpuBackend must satisfy qwen::Backend");
 
 }  // namespace qwen

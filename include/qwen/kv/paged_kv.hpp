@@ -15,14 +15,11 @@
 //   - it is vLLM's / FlashAttention's paged layout ([num_blocks, block_size, kv_heads, head_dim]),
 //     so the CUDA twin can share it.
 //
-// Sequences: add_sequence() hands out an id (never reused); reserve(seq, n) makes sure the blocks
-// for positions [0, n) are allocated, taking them from a free list; the block table of a sequence
-// lists its physical block ids in logical order (position p lives in block_table[p / BlockSize] at
-// slot p % BlockSize). remove_sequence() returns its blocks. Allocation policy, prefix sharing and
-// eviction arrive with the engine.
+// This class is storage only: it knows nothing of sequences. Which blocks a sequence owns, their
+// refcounts and the prefix cache are the books' (qwen/kv/block_manager.hpp); a step's plan
+// (qwen/model/step.hpp) names the physical slot each token's K/V goes to.
 //
-// Errors are InvalidArgument naming the value: unknown sequence, bad layer / block / position, and
-// an exhausted pool (reserve names the blocks it needs and the blocks free, and changes nothing).
+// Errors are InvalidArgument naming the value: bad shape, layer, block or slot.
 #pragma once
 
 #include <algorithm>
@@ -33,7 +30,6 @@
 #include <memory>
 #include <new>
 #include <span>
-#include <unordered_map>
 #include <vector>
 
 #if defined(__linux__)
@@ -77,9 +73,6 @@ class PagedKV {
     if (total * sizeof(float) >= alignment) ::madvise(storage_.get(), total * sizeof(float), MADV_HUGEPAGE);
 #endif
     if (fill == PagedKVFill::nan) std::fill_n(storage_.get(), total, std::numeric_limits<float>::quiet_NaN());
-    // Free list as a stack: block 0 is handed out first, then 1, 2, ...
-    free_blocks_.resize(static_cast<std::size_t>(num_blocks));
-    for (int i = 0; i < num_blocks; ++i) free_blocks_[static_cast<std::size_t>(i)] = num_blocks - 1 - i;
   }
 
   PagedKV(const PagedKV&) = delete;
@@ -91,55 +84,6 @@ class PagedKV {
   [[nodiscard]] int num_kv_heads() const noexcept { return num_kv_heads_; }
   [[nodiscard]] int head_dim() const noexcept { return head_dim_; }
   [[nodiscard]] int num_blocks() const noexcept { return num_blocks_; }
-  [[nodiscard]] int num_free_blocks() const noexcept { return static_cast<int>(free_blocks_.size()); }
-  [[nodiscard]] int num_sequences() const noexcept { return static_cast<int>(sequences_.size()); }
-
-  // ---- sequences ----------------------------------------------------------------------------
-
-  // A new, empty sequence (capacity 0). Ids count up from 0 and are never reused.
-  [[nodiscard]] int add_sequence() {
-    if (next_sequence_ == std::numeric_limits<int>::max()) throw_error<InvalidArgument>("PagedKV: sequence ids exhausted");
-    const int id = next_sequence_++;
-    sequences_.emplace(id, std::vector<std::int32_t>{});
-    return id;
-  }
-
-  // Returns the sequence's blocks to the free list; the id becomes unknown.
-  void remove_sequence(int seq) {
-    auto& table = table_of(seq, "remove_sequence");
-    // Pushed in reverse, so that the next reserve takes them back in the same order.
-    for (auto it = table.rbegin(); it != table.rend(); ++it) free_blocks_.push_back(*it);
-    sequences_.erase(seq);
-  }
-
-  // Makes sure positions [0, num_tokens) have blocks. Never shrinks. When the free list cannot
-  // cover the new blocks, throws InvalidArgument and leaves everything unchanged.
-  void reserve(int seq, int num_tokens) {
-    auto& table = table_of(seq, "reserve");
-    if (num_tokens < 0) throw_error<InvalidArgument>("PagedKV::reserve: sequence ", seq, ": num_tokens ", num_tokens, " < 0");
-    const std::size_t needed_blocks = (static_cast<std::size_t>(num_tokens) + BlockSize - 1) / BlockSize;
-    if (needed_blocks <= table.size()) return;
-    const std::size_t missing = needed_blocks - table.size();
-    if (missing > free_blocks_.size())
-      throw_error<InvalidArgument>("PagedKV::reserve: sequence ", seq, " needs ", missing, " more blocks of ", BlockSize,
-                                   " positions for ", num_tokens, " tokens (has ", table.size(), "), but only ",
-                                   free_blocks_.size(), " of ", num_blocks_, " blocks are free");
-    table.reserve(needed_blocks);  // may throw bad_alloc before anything changed
-    for (std::size_t i = 0; i < missing; ++i) {
-      table.push_back(free_blocks_.back());
-      free_blocks_.pop_back();
-    }
-  }
-
-  // Positions the sequence's blocks can hold: block count * BlockSize.
-  [[nodiscard]] int capacity(int seq) const {
-    return static_cast<int>(table_of(seq, "capacity").size()) * BlockSize;
-  }
-
-  // Physical block ids of the sequence in logical order. Valid until the next reserve or
-  // remove_sequence of that sequence.
-  [[nodiscard]] std::span<const std::int32_t> block_table(int seq) const { return table_of(seq, "block_table"); }
-
   // ---- storage ------------------------------------------------------------------------------
 
   // One slot: [num_kv_heads][head_dim] for position `offset` of physical block `block`.
@@ -155,17 +99,22 @@ class PagedKV {
   [[nodiscard]] float* key_pool(int layer) { return pool(layer, 0); }
   [[nodiscard]] float* value_pool(int layer) { return pool(layer, 1); }
 
-  // Stores one token's K and V (each [num_kv_heads * head_dim]) at `position` of `seq` in
-  // `layer`. The position must be below capacity(seq) (reserve first).
-  void write(int layer, int seq, int position, const float* k, const float* v) {
-    const auto& table = table_of(seq, "write");
-    if (position < 0 || static_cast<std::size_t>(position) >= table.size() * BlockSize)
-      throw_error<InvalidArgument>("PagedKV::write: sequence ", seq, ": position ", position, " outside its capacity ",
-                                   table.size() * BlockSize, " (reserve first)");
-    const int block = table[static_cast<std::size_t>(position / BlockSize)];
-    const int offset = position % BlockSize;
+  // Stores one token's K and V (each [num_kv_heads * head_dim]) at physical slot
+  // block * BlockSize + offset of `layer`.
+  void write(int layer, std::int64_t slot_index, const float* k, const float* v) {
+    if (slot_index < 0 || slot_index >= static_cast<std::int64_t>(num_blocks_) * BlockSize)
+      throw_error<InvalidArgument>("PagedKV::write: slot ", slot_index, " outside [0, ", static_cast<std::int64_t>(num_blocks_) * BlockSize, ")");
+    const int block = static_cast<int>(slot_index / BlockSize), offset = static_cast<int>(slot_index % BlockSize);
     std::memcpy(slot(layer, 0, block, offset), k, slot_floats_ * sizeof(float));
     std::memcpy(slot(layer, 1, block, offset), v, slot_floats_ * sizeof(float));
+  }
+
+  // Copies block `src` to block `dst` in every layer, K and V (copy-on-write of a shared block).
+  void copy_block(int src, int dst) {
+    if (src == dst) return;
+    for (int layer = 0; layer < num_layers_; ++layer)
+      for (int kv = 0; kv < 2; ++kv)
+        std::memcpy(slot(layer, kv, dst, 0), slot(layer, kv, src, 0), slot_floats_ * BlockSize * sizeof(float));
   }
 
  private:
@@ -174,17 +123,6 @@ class PagedKV {
   struct AlignedDelete {
     void operator()(float* p) const noexcept { ::operator delete[](p, std::align_val_t{alignment}); }
   };
-
-  [[nodiscard]] std::vector<std::int32_t>& table_of(int seq, const char* op) {
-    auto it = sequences_.find(seq);
-    if (it == sequences_.end()) throw_error<InvalidArgument>("PagedKV::", op, ": unknown sequence id ", seq);
-    return it->second;
-  }
-  [[nodiscard]] const std::vector<std::int32_t>& table_of(int seq, const char* op) const {
-    auto it = sequences_.find(seq);
-    if (it == sequences_.end()) throw_error<InvalidArgument>("PagedKV::", op, ": unknown sequence id ", seq);
-    return it->second;
-  }
 
   [[nodiscard]] float* pool(int layer, int kv) const {
     if (layer < 0 || layer >= num_layers_)
@@ -203,9 +141,6 @@ class PagedKV {
   std::size_t slot_floats_ = 0;  // num_kv_heads * head_dim
   std::size_t pool_floats_ = 0;  // num_blocks * BlockSize * slot_floats_
   std::unique_ptr<float[], AlignedDelete> storage_;
-  std::vector<std::int32_t> free_blocks_;  // stack; back() is handed out next
-  std::unordered_map<int, std::vector<std::int32_t>> sequences_;
-  int next_sequence_ = 0;
 };
 
 }  // namespace qwen

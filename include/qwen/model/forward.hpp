@@ -1,206 +1,160 @@
 // The Qwen3 forward pass, written once over a Backend (ARCHITECTURE.md §3):
 //   x = embed(tokens)
-//   per layer:  h = x + o_proj(attention(rope(k_norm(k_proj(n))), rope(q_norm(q_proj(n))), v_proj(n)))
+//   per layer:  h = x + o_proj(attention(rope(k_norm(k)), rope(q_norm(q)), v)),  [q, k, v] = qkv_proj(n)
 //               with n = input_layernorm(x); then x = h + mlp(post_attention_layernorm(h))
 //   logits = lm_head(norm(x)) at the requested rows
-// The MLP is SwiGLU (dense) or the top-k mixture of SwiGLU experts (MoE). K and V go to a
-// paged cache and attention reads them only through each sequence's block table.
+// The MLP is SwiGLU (dense) or the top-k mixture of SwiGLU experts (MoE, inside the backend).
 //
-// The Backend supplies buffers and ops (see backend/cpu.hpp for the contract); nothing here
-// depends on where the memory lives. Every op computes a token's result independently of the
-// other tokens in the step, so a sequence's logits do not depend on the batch it is in.
+// Qwen3Forward keeps no sequences: it owns the KV storage and the activation buffers and runs a
+// StepPlan (model/step.hpp) against them. Which blocks belong to which sequence is the books'
+// (kv/block_manager.hpp), and plan_step turns a batch of chunks into the plan. Every buffer is
+// allocated at construction for the largest step (ForwardOptions); a step allocates nothing.
+//
+// Every op computes a token's result independently of the other tokens in the step, so a
+// sequence's logits do not depend on the batch it is in.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <span>
-#include <unordered_map>
 #include <vector>
 
+#include "qwen/backend/backend.hpp"
 #include "qwen/core/error.hpp"
 #include "qwen/io/model_config.hpp"
-#include "qwen/kv/paged_kv.hpp"
+#include "qwen/model/placed_weights.hpp"
 #include "qwen/model/qwen3.hpp"
 #include "qwen/model/step.hpp"
 #include "qwen/model/weights.hpp"
 
 namespace qwen {
 
-template <Qwen3Type Model, class Backend, int BlockSize = 16>
+// The largest step the forward pass is built for, and the KV cache's size.
+struct ForwardOptions {
+  std::int64_t max_tokens = 512;  // tokens in one step (a prefill chunk and the decodes beside it)
+  int max_sequences = 64;         // sequences in one step
+  int kv_blocks = 0;              // KV cache capacity in blocks, shared by all sequences (> 0)
+  std::int64_t max_logit_rows = 64;  // rows of logits one step returns ([rows, vocab] floats are reserved)
+};
+
+template <Qwen3Type Model, class BackendT, int BlockSize = 16>
+  requires BackendFor<BackendT, Model, BlockSize>
 class Qwen3Forward {
  public:
   static constexpr int hidden = Model::hidden_size;
   static constexpr int head_dim = Model::head_dim;
   static constexpr int vocab = Model::vocab_size;
+  static constexpr int block_size = BlockSize;
+  using KVCache = typename BackendT::template KVCache<BlockSize>;
 
-  // kv_blocks: the cache's capacity in blocks of BlockSize positions (shared by all sequences).
-  Qwen3Forward(const Weights<Model>& weights, const io::ModelConfig& config, Backend& backend, int kv_blocks)
-      : weights_(weights),
-        backend_(backend),
-        rope_(backend.make_rope(config)),
+  Qwen3Forward(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend, const ForwardOptions& options)
+      : backend_(backend),
+        limits_(checked_limits(config, options)),
         eps_(static_cast<float>(config.rms_norm_eps)),
-        max_positions_(config.max_position_embeddings),
-        kv_(Model::num_layers, Model::num_kv_heads, head_dim, kv_blocks) {}
+        weights_(place_weights<Model>(backend, weights)),
+        kv_(backend.template make_kv_cache<BlockSize>(Model::num_layers, Model::num_kv_heads, head_dim, options.kv_blocks)),
+        step_(backend.template make_step<Model>(limits_, config)),
+        x_(alloc(hidden)),
+        normed_(alloc(hidden)),
+        q_(alloc(Model::q_size)),
+        k_(alloc(Model::kv_size)),
+        v_(alloc(Model::kv_size)),
+        attn_(alloc(Model::q_size)),
+        proj_(alloc(hidden)),
+        gate_(alloc(Model::is_moe ? 0 : Model::intermediate_size)),
+        up_(alloc(Model::is_moe ? 0 : Model::intermediate_size)),
+        last_(backend.template allocate<typename BackendT::Activation>(limits_.max_logit_rows * hidden)),
+        logits_(backend.template allocate<typename BackendT::Activation>(limits_.max_logit_rows * vocab)) {}
 
-  int add_sequence() {
-    const int id = kv_.add_sequence();
-    cached_[id] = 0;
-    return id;
-  }
-  void remove_sequence(int sequence) {
-    kv_.remove_sequence(sequence);
-    cached_.erase(sequence);
-  }
-  // Positions of `sequence` whose K/V are in the cache.
-  [[nodiscard]] int cached_length(int sequence) const {
-    const auto it = cached_.find(sequence);
-    if (it == cached_.end()) throw_error<InvalidArgument>("sequence ", sequence, " does not exist");
-    return it->second;
-  }
-  [[nodiscard]] const PagedKV<BlockSize>& kv_cache() const noexcept { return kv_; }
+  [[nodiscard]] const StepLimits& limits() const noexcept { return limits_; }
+  [[nodiscard]] const KVCache& kv_cache() const noexcept { return kv_; }
+  [[nodiscard]] KVCache& kv_cache() noexcept { return kv_; }
 
-  // Runs one step over `chunks`; `logits` becomes [rows, vocab] (rows in chunk order, as the
-  // chunks asked for them). On an error nothing is changed: the plan and the cache capacity
-  // are checked before any K/V is written.
-  void step(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
-    const StepPlan plan = make_step_plan(chunks, vocab, max_positions_, [&](int s) {
-      const auto it = cached_.find(s);
-      if (it == cached_.end()) throw_error<InvalidArgument>("step: sequence ", s, " does not exist");
-      return it->second;
-    });
-    reserve_all(chunks);
-    run(plan, logits);
-    for (const SequenceChunk& c : chunks) cached_[c.sequence] = c.start_position + static_cast<int>(c.tokens.size());
-  }
-
- private:
-  using Buffer = typename Backend::Buffer;
-
-  void reserve_all(std::span<const SequenceChunk> chunks) {
-    // Check the total first so that a failure leaves every sequence as it was.
-    std::int64_t needed = 0;
-    for (const SequenceChunk& c : chunks) {
-      const std::int64_t end = c.start_position + static_cast<std::int64_t>(c.tokens.size());
-      const std::int64_t blocks = (end + BlockSize - 1) / BlockSize;
-      needed += std::max<std::int64_t>(0, blocks - static_cast<std::int64_t>(kv_.block_table(c.sequence).size()));
-    }
-    if (needed > kv_.num_free_blocks())
-      throw_error<InvalidArgument>("step: the KV cache needs ", needed, " more blocks of ", BlockSize, " positions, ",
-                                   kv_.num_free_blocks(), " are free");
-    for (const SequenceChunk& c : chunks) kv_.reserve(c.sequence, c.start_position + static_cast<int>(c.tokens.size()));
-  }
-
-  void run(const StepPlan& plan, std::vector<float>& logits) {
+  // Runs one step; afterwards logits() holds [plan.num_logit_rows(), vocab] (rows in the plan's
+  // order) in backend memory. The plan must come from plan_step with this forward pass's
+  // limits() and a BlockManager over kv_blocks blocks of BlockSize.
+  void run(const StepPlan& plan) {
     const std::int64_t n = plan.num_tokens();
-    Backend& b = backend_;
-    b.resize(x_, n * hidden);
-    b.resize(normed_, n * hidden);
-    b.resize(q_, n * Model::q_size);
-    b.resize(k_, n * Model::kv_size);
-    b.resize(v_, n * Model::kv_size);
-    b.resize(attn_, n * Model::q_size);
-    b.resize(proj_, n * hidden);
+    if (n > limits_.max_tokens || plan.num_sequences() > limits_.max_sequences || plan.num_logit_rows() > limits_.max_logit_rows)
+      throw_error<InvalidArgument>("forward: a plan of ", n, " tokens / ", plan.num_sequences(), " sequences / ", plan.num_logit_rows(),
+                                   " logit rows, built for at most ", limits_.max_tokens, " / ", limits_.max_sequences, " / ",
+                                   limits_.max_logit_rows);
+    BackendT& b = backend_;
+    b.prepare(step_, plan, kv_);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    float *x = b.data(x_), *normed = b.data(normed_), *q = b.data(q_), *k = b.data(k_), *v = b.data(v_), *attn = b.data(attn_),
+          *proj = b.data(proj_);
 
-    b.embedding(weights_.embed_tokens, plan.tokens.data(), n, b.data(x_));
+    b.embedding(step_, weights_.embed_tokens, x);
     for (int l = 0; l < Model::num_layers; ++l) {
       const auto& layer = weights_.layers[static_cast<std::size_t>(l)];
-      const auto& a = layer.self_attn;
-      b.rms_norm(b.data(x_), n, hidden, layer.input_layernorm, eps_, b.data(normed_));
-      b.linear(b.data(normed_), n, a.q_proj, b.data(q_));
-      b.linear(b.data(normed_), n, a.k_proj, b.data(k_));
-      b.linear(b.data(normed_), n, a.v_proj, b.data(v_));
-      b.rms_norm(b.data(q_), n * Model::num_heads, head_dim, a.q_norm, eps_, b.data(q_));
-      b.rms_norm(b.data(k_), n * Model::num_kv_heads, head_dim, a.k_norm, eps_, b.data(k_));
-      b.rope(b.data(q_), n, Model::num_heads, plan.positions.data(), rope_);
-      b.rope(b.data(k_), n, Model::num_kv_heads, plan.positions.data(), rope_);
-      b.write_kv(kv_, l, plan, b.data(k_), b.data(v_));
-      b.attention(kv_, l, plan, b.data(q_), Model::num_heads, 1.0f / std::sqrt(static_cast<float>(head_dim)), b.data(attn_));
-      b.linear(b.data(attn_), n, a.o_proj, b.data(proj_));
-      b.add(b.data(x_), b.data(proj_), n * hidden);
+      b.rms_norm(x, n, hidden, layer.input_layernorm, eps_, normed);
+      b.linear(normed, n, layer.qkv, {q, k, v});
+      b.rms_norm(q, n * Model::num_heads, head_dim, layer.q_norm, eps_, q);
+      b.rms_norm(k, n * Model::num_kv_heads, head_dim, layer.k_norm, eps_, k);
+      b.rope(step_, q, k);
+      b.write_kv(step_, kv_, l, k, v);
+      b.attention(step_, kv_, l, q, scale, attn);
+      b.linear(attn, n, layer.o_proj, proj);
+      b.add(x, proj, n * hidden);
 
-      b.rms_norm(b.data(x_), n, hidden, layer.post_attention_layernorm, eps_, b.data(normed_));
-      if constexpr (Model::is_moe)
-        moe(layer.mlp, n);
-      else
-        mlp(layer.mlp, b.data(normed_), n, b.data(proj_));
-      b.add(b.data(x_), b.data(proj_), n * hidden);
+      b.rms_norm(x, n, hidden, layer.post_attention_layernorm, eps_, normed);
+      if constexpr (Model::is_moe) {
+        b.moe(step_, layer.mlp, normed, proj);
+      } else {
+        float *gate = b.data(gate_), *up = b.data(up_);
+        b.linear(normed, n, layer.mlp.gate_up, {gate, up});
+        b.silu_mul(gate, up, gate, n * Model::intermediate_size);
+        b.linear(gate, n, layer.mlp.down, proj);
+      }
+      b.add(x, proj, n * hidden);
     }
 
     // Only the requested rows go through the final norm and lm_head.
-    const auto rows = static_cast<std::int64_t>(plan.logit_rows.size());
-    logits.resize(static_cast<std::size_t>(rows * vocab));
-    if (rows == 0) return;
-    b.resize(last_, rows * hidden);
-    b.gather_rows(b.data(x_), hidden, plan.logit_rows.data(), rows, b.data(last_));
-    b.rms_norm(b.data(last_), rows, hidden, weights_.norm, eps_, b.data(last_));
-    b.linear_to_host(b.data(last_), rows, LinearWeight{weights_.lm_head, std::nullopt}, logits.data());
+    rows_ = plan.num_logit_rows();
+    if (rows_ == 0) return;
+    b.gather_logit_rows(step_, x, b.data(last_));
+    b.rms_norm(b.data(last_), rows_, hidden, weights_.norm, eps_, b.data(last_));
+    b.linear(b.data(last_), rows_, weights_.lm_head, b.data(logits_));
   }
 
-  // out[n, hidden] = down(silu(gate(x)) * up(x))
-  void mlp(const MlpWeights& m, const float* x, std::int64_t n, float* out) {
-    Backend& b = backend_;
-    const std::int64_t width = m.gate_proj.weight.shape[0];
-    b.resize(gate_, n * width);
-    b.resize(up_, n * width);
-    b.linear(x, n, m.gate_proj, b.data(gate_));
-    b.linear(x, n, m.up_proj, b.data(up_));
-    b.silu_mul(b.data(gate_), b.data(up_), b.data(gate_), n * width);
-    b.linear(b.data(gate_), n, m.down_proj, out);
+  // The last step's logits, [rows, vocab], in backend memory.
+  [[nodiscard]] const auto& logits() const noexcept { return logits_; }
+  [[nodiscard]] std::int64_t logit_rows() const noexcept { return rows_; }
+
+  // The last step's logits copied to the host: `out` becomes [rows, vocab].
+  void copy_logits_to_host(std::vector<float>& out) const {
+    out.resize(static_cast<std::size_t>(rows_ * vocab));
+    backend_.copy_to_host(logits_, rows_ * vocab, out.data());
   }
 
-  // proj_[n, hidden] = sum over each token's top-k experts, in ascending expert id, of
-  // weight * expert(normed_). Tokens are grouped by expert so that each expert's weights are
-  // read once per step (one matrix product per expert, not one per token).
-  void moe(const MoEWeights& m, std::int64_t n) {
-    Backend& b = backend_;
-    using moe_dims_t = moe_dims<Model>;
-    constexpr int experts = moe_dims_t::num_experts, k = moe_dims_t::experts_per_token;
-    b.resize(router_, n * experts);
-    b.linear(b.data(normed_), n, LinearWeight{m.router, std::nullopt}, b.data(router_));
-    expert_ids_.resize(static_cast<std::size_t>(n * k));
-    expert_weights_.resize(static_cast<std::size_t>(n * k));
-    b.moe_route(b.data(router_), n, experts, k, moe_dims_t::norm_topk_prob, expert_ids_.data(), expert_weights_.data());
-
-    // Group (token, weight) pairs by expert; within an expert, tokens in ascending order.
-    // Member lists, cleared rather than rebuilt: every layer of every step groups again.
-    auto& tokens_of = expert_tokens_;
-    auto& weights_of = expert_token_weights_;
-    tokens_of.resize(experts);
-    weights_of.resize(experts);
-    for (int e = 0; e < experts; ++e) tokens_of[static_cast<std::size_t>(e)].clear(), weights_of[static_cast<std::size_t>(e)].clear();
-    for (std::int64_t t = 0; t < n; ++t)
-      for (int j = 0; j < k; ++j) {
-        const auto e = static_cast<std::size_t>(expert_ids_[static_cast<std::size_t>(t * k + j)]);
-        tokens_of[e].push_back(static_cast<std::int32_t>(t));
-        weights_of[e].push_back(expert_weights_[static_cast<std::size_t>(t * k + j)]);
-      }
-    b.fill_zero(b.data(proj_), n * hidden);
-    for (int e = 0; e < experts; ++e) {
-      const auto& rows = tokens_of[static_cast<std::size_t>(e)];
-      if (rows.empty()) continue;
-      const auto count = static_cast<std::int64_t>(rows.size());
-      b.resize(expert_in_, count * hidden);
-      b.resize(expert_out_, count * hidden);
-      b.gather_rows(b.data(normed_), hidden, rows.data(), count, b.data(expert_in_));
-      mlp(m.experts[static_cast<std::size_t>(e)], b.data(expert_in_), count, b.data(expert_out_));
-      b.scatter_add_scaled(b.data(expert_out_), hidden, rows.data(), weights_of[static_cast<std::size_t>(e)].data(), count,
-                           b.data(proj_));
-    }
+  // run() then copy_logits_to_host().
+  void run(const StepPlan& plan, std::vector<float>& logits) {
+    run(plan);
+    copy_logits_to_host(logits);
   }
 
-  const Weights<Model>& weights_;
-  Backend& backend_;
-  typename Backend::Rope rope_;
+ private:
+  using Buffer = typename BackendT::template Buffer<typename BackendT::Activation>;
+
+  static StepLimits checked_limits(const io::ModelConfig& config, const ForwardOptions& o) {
+    if (o.max_tokens <= 0 || o.max_sequences <= 0 || o.kv_blocks <= 0 || o.max_logit_rows <= 0)
+      throw_error<InvalidArgument>("Qwen3Forward: max_tokens ", o.max_tokens, ", max_sequences ", o.max_sequences, ", kv_blocks ",
+                                   o.kv_blocks, ", max_logit_rows ", o.max_logit_rows, " must all be positive");
+    if (o.max_tokens > std::int64_t{1} << 24)
+      throw_error<InvalidArgument>("Qwen3Forward: max_tokens ", o.max_tokens, " is above the supported 2^24");
+    return {vocab, config.max_position_embeddings, o.max_tokens, o.max_sequences, std::min(o.max_logit_rows, o.max_tokens)};
+  }
+  Buffer alloc(std::int64_t width) { return backend_.template allocate<typename BackendT::Activation>(limits_.max_tokens * width); }
+
+  BackendT& backend_;
+  StepLimits limits_;
   float eps_;
-  int max_positions_;
-  PagedKV<BlockSize> kv_;
-  std::unordered_map<int, int> cached_;  // sequence id -> positions in the cache
-  Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, router_, expert_in_, expert_out_;
-  std::vector<std::int32_t> expert_ids_;
-  std::vector<float> expert_weights_;
-  std::vector<std::vector<std::int32_t>> expert_tokens_;      // [experts]: the tokens routed to each
-  std::vector<std::vector<float>> expert_token_weights_;      // [experts]: their routing weights
+  PlacedWeights<Model, BackendT> weights_;
+  KVCache kv_;
+  typename BackendT::template Step<Model> step_;
+  Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
+  std::int64_t rows_ = 0;
 };
 
 }  // namespace qwen

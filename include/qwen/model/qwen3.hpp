@@ -41,6 +41,7 @@ struct weight_type_traits<bf16> {
   static constexpr std::string_view name = "bf16";
   static constexpr std::string_view config_dtype = "bfloat16";  // torch_dtype in config.json
   static constexpr DType tensor_dtype = DType::BF16;            // plain (unquantized) tensors
+  using plain_type = bf16;                                        // their element type
   static constexpr bool block_fp8 = false;
 };
 template <>
@@ -49,6 +50,7 @@ struct weight_type_traits<float> {
   static constexpr std::string_view name = "fp32";
   static constexpr std::string_view config_dtype = "float32";
   static constexpr DType tensor_dtype = DType::F32;
+  using plain_type = float;
   static constexpr bool block_fp8 = false;
 };
 template <>
@@ -57,6 +59,7 @@ struct weight_type_traits<fp8> {
   static constexpr std::string_view name = "fp8";
   static constexpr std::string_view config_dtype = "bfloat16";  // the unquantized tensors' type
   static constexpr DType tensor_dtype = DType::BF16;
+  using plain_type = bf16;
   static constexpr bool block_fp8 = true;
 };
 
