@@ -105,10 +105,18 @@ void run_random_operations(std::uint32_t seed, int num_blocks, int operations) {
             naive.needed(id, begin, static_cast<int>(tokens.size())));
     const Snapshot<B> before(m, live);
     const std::vector<std::int32_t> cells_before = storage.cell;
+    // blocks_returned is what the cut gives back: the free count moves by exactly returned - needed,
+    // and the naive model succeeds exactly when needed <= free + returned.
+    const int free_before = m.num_free_blocks();
+    const int needed_here = m.blocks_needed(id, begin, static_cast<int>(tokens.size()));
+    const int returned = m.blocks_returned(id, begin);
     int naive_copies = 0;
-    if (naive.extend(id, begin, tokens, naive_copies)) {
+    const bool fits = naive.extend(id, begin, tokens, naive_copies);
+    REQUIRE(fits == (needed_here <= free_before + returned));
+    if (fits) {
       const auto old_table = to_vector(m.block_table(id));
       const auto copies = extend_and_write(m, storage, id, begin, tokens);
+      REQUIRE(m.num_free_blocks() == free_before + returned - needed_here);
       REQUIRE(static_cast<int>(copies.size()) == naive_copies);
       for (const BlockCopy& c : copies) {  // the kept partial block, replaced by a block of its own
         REQUIRE(c.src == old_table[static_cast<std::size_t>(begin / B)]);
@@ -554,6 +562,7 @@ TEST_CASE("block manager: bad arguments are rejected by name", "[block_manager]"
   CHECK_THROWS_WITH(m.block_table(7), unknown("block_table"));
   CHECK_THROWS_WITH(m.match_prefix(7, one), unknown("match_prefix"));
   CHECK_THROWS_WITH(m.blocks_needed(7, 0, 1), unknown("blocks_needed"));
+  CHECK_THROWS_WITH(m.blocks_returned(7, 0), unknown("blocks_returned"));
   CHECK_THROWS_WITH(m.extend(7, 0, one, copies), unknown("extend"));
   CHECK_FALSE(m.contains(7));
 
@@ -566,6 +575,8 @@ TEST_CASE("block manager: bad arguments are rejected by name", "[block_manager]"
   CHECK_THROWS_WITH(m.blocks_needed(a, 0, -2), Catch::Contains("count -2"));
   m.extend(a, 0, Tokens{1, 2, 3, 4, 5}, copies);
   CHECK_THROWS_WITH(m.blocks_needed(a, 6, 1), Catch::Contains("begin 6 outside [0, length 5]"));
+  CHECK_THROWS_WITH(m.blocks_returned(a, 6), Catch::Contains("BlockManager::blocks_returned: sequence 0: begin 6 outside [0, 5]"));
+  CHECK_THROWS_WITH(m.blocks_returned(a, -1), Catch::Contains("begin -1"));
   CHECK_THROWS_WITH(m.blocks_needed(a, 5, 2147483647), Catch::Contains("exceeds the int position range"));
   CHECK_THROWS_WITH(m.match_prefix(a, Tokens{1, 2, 3, 4}),
                     Catch::Contains("BlockManager::match_prefix: sequence 0 has length 5"));

@@ -261,13 +261,23 @@ TEST_CASE("forward: bad steps are errors naming the chunk, and change nothing", 
     const std::vector<std::int32_t> too_many(65, 1);
     CHECK_THROWS_WITH(step1({seq, 0, too_many}), Catch::Contains("needs 5 more blocks of 16 positions, 4 are free"));
     const std::vector<std::int32_t> too_long(129, 1);
-    CHECK_THROWS_WITH(step1({seq, 0, too_long}), Catch::Contains("129 tokens, the forward pass was built for at most 128"));
+    CHECK_THROWS_WITH(step1({seq, 0, too_long}), Catch::Contains("129 tokens up to chunk 0, the forward pass was built for at most 128"));
     const std::vector<SequenceChunk> twice = {{seq, 0, ok}, {seq, 0, ok}};
     CHECK_THROWS_WITH(run.step(twice, logits), Catch::Contains("chunk 1 (sequence 0): the sequence appears twice"));
     CHECK(run.books.length(seq) == 0);
     CHECK(run.books.num_free_blocks() == 4);
     CHECK_NOTHROW(step1({seq, 0, ok}));
     CHECK(run.books.length(seq) == 3);
+    // A full cache: a rewrite reuses the blocks its own cut returns (a cut to 16 returns three);
+    // a rewrite of the last position returns none, so another sequence gets none.
+    const std::vector<std::int32_t> full(64, 2);
+    CHECK_NOTHROW(step1({seq, 3, std::span(full).subspan(3)}));
+    CHECK(run.books.num_free_blocks() == 0);
+    CHECK_NOTHROW(step1({seq, 0, full}));
+    CHECK_NOTHROW(step1({seq, 16, std::span(full).subspan(16)}));
+    const int other = run.books.add_sequence();
+    CHECK_THROWS_WITH(run.step(std::vector<SequenceChunk>{{seq, 63, std::span(full).subspan(63)}, {other, 0, ok}}, logits),
+                      Catch::Contains("chunk 1 (sequence 1): the KV cache needs 1 more blocks of 16 positions, 0 are free"));
     CHECK_THROWS_WITH(Runner<Model>(weights, config, backend, 0), Catch::Contains("kv_blocks 0"));
   });
 }

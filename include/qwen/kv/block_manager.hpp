@@ -194,6 +194,17 @@ class BlockManager {
     return plan(s, begin, count).needed();
   }
 
+  // Blocks that cutting seq to `begin` (the first thing extend does) returns to the free pool:
+  // those past the kept ceil(begin / BlockSize) that no other table holds. Changes nothing.
+  // A caller checking several sequences' extends in order credits each one with its own.
+  [[nodiscard]] int blocks_returned(int seq, int begin) const {
+    const Sequence& s = sequence_of(seq, "blocks_returned");
+    if (begin < 0 || static_cast<std::size_t>(begin) > s.tokens.size())
+      throw_error<InvalidArgument>("BlockManager::blocks_returned: sequence ", seq, ": begin ", begin, " outside [0, ",
+                                   s.tokens.size(), "]");
+    return returned_by_cut(s, (static_cast<std::size_t>(begin) + BlockSize - 1) / BlockSize);
+  }
+
   // Positions [begin, begin + tokens.size()) of seq will be written with `tokens` by the next
   // step; 0 <= begin <= length(seq), tokens non-empty.
   //   1. seq is cut to `begin`: blocks wholly past it are released (last to first).
@@ -216,12 +227,7 @@ class BlockManager {
     check_write(seq, s, begin, count, "extend");
     const WritePlan p = plan(s, begin, count);
 
-    // What the cut returns to the pool, counted by a tentative release (so that a block named
-    // twice by this table, possible only through a chain-hash collision, is counted right).
-    int returned = 0;
-    for (std::size_t j = p.kept; j < s.table.size(); ++j)
-      if (--ref_count_[index(s.table[j])] == 0) ++returned;
-    for (std::size_t j = p.kept; j < s.table.size(); ++j) ++ref_count_[index(s.table[j])];
+    const int returned = returned_by_cut(s, p.kept);
     if (p.needed() > num_free_blocks() + returned)
       throw_error<InvalidArgument>("BlockManager::extend: sequence ", seq, " needs ", p.needed(),
                                    " blocks from the free pool (", p.new_blocks, " new, ", p.copy ? 1 : 0,
@@ -374,6 +380,30 @@ class BlockManager {
     p.new_blocks = static_cast<int>(p.total - p.kept);
     if (begin % BlockSize != 0) p.copy = ref_count_[index(s.table[static_cast<std::size_t>(begin) / BlockSize])] > 1;
     return p;
+  }
+
+  // What releasing table entries [kept, end) returns to the pool: the blocks whose every
+  // reference is among them (a block named twice by one table, possible only through a
+  // chain-hash collision, counts once, when all its references go).
+  int returned_by_cut(const Sequence& s, std::size_t kept) const {
+    int returned = 0;
+    for (std::size_t j = kept; j < s.table.size(); ++j) {
+      const std::int32_t block = s.table[j];
+      if (ref_count_[index(block)] == 1) {
+        ++returned;
+        continue;
+      }
+      // Shared: returned only if all its references are in this tail; counted at its first.
+      int seen = 0;
+      bool first = true;
+      for (std::size_t i = kept; i < s.table.size(); ++i)
+        if (s.table[i] == block) {
+          first = first && i >= j;
+          ++seen;
+        }
+      if (first && seen == ref_count_[index(block)]) ++returned;
+    }
+    return returned;
   }
 
   // ---- the free pool ------------------------------------------------------------------------

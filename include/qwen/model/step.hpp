@@ -102,18 +102,22 @@ void plan_step(BlockManager<BlockSize>& books, std::span<const SequenceChunk> ch
         throw_error<InvalidArgument>(where(), ": token id ", chunk.tokens[i], " at index ", i, " is outside the vocabulary [0, ",
                                      limits.vocab_size, ")");
     total_tokens += static_cast<std::int64_t>(chunk.tokens.size());
+    if (total_tokens > limits.max_tokens)
+      throw_error<InvalidArgument>("step: ", total_tokens, " tokens up to chunk ", c, ", the forward pass was built for at most ",
+                                   limits.max_tokens);
     logit_rows += chunk.logits == Logits::all ? static_cast<std::int64_t>(chunk.tokens.size()) : chunk.logits == Logits::last ? 1 : 0;
-    blocks += books.blocks_needed(chunk.sequence, chunk.start_position, static_cast<int>(chunk.tokens.size()));
+    // The extends run in chunk order, each after its own cut: each must fit in what is free by
+    // then (an upper bound: a block shared by several of the step's sequences is counted by each).
+    blocks += books.blocks_needed(chunk.sequence, chunk.start_position, static_cast<int>(chunk.tokens.size())) -
+              books.blocks_returned(chunk.sequence, chunk.start_position);
+    if (blocks > books.num_free_blocks())
+      throw_error<InvalidArgument>(where(), ": the KV cache needs ", blocks, " more blocks of ", BlockSize, " positions, ",
+                                   books.num_free_blocks(), " are free");
   }
-  if (total_tokens > limits.max_tokens)
-    throw_error<InvalidArgument>("step: ", total_tokens, " tokens, the forward pass was built for at most ", limits.max_tokens);
   if (static_cast<std::int64_t>(chunks.size()) > limits.max_sequences)
     throw_error<InvalidArgument>("step: ", chunks.size(), " sequences, the forward pass was built for at most ", limits.max_sequences);
   if (logit_rows > limits.max_logit_rows)
     throw_error<InvalidArgument>("step: ", logit_rows, " rows of logits, the forward pass was built for at most ", limits.max_logit_rows);
-  if (blocks > books.num_free_blocks())
-    throw_error<InvalidArgument>("step: the KV cache needs ", blocks, " more blocks of ", BlockSize, " positions, ",
-                                 books.num_free_blocks(), " are free");
 
   plan.clear();
   plan.block_size = BlockSize;
