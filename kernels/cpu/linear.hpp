@@ -317,7 +317,6 @@ void linear_fp8_reference(const float* x, std::int64_t n, std::int64_t in, const
 // An unquantised W [out, in], row-major, in place.
 template <LinearPlainWeight W>
 struct PlainLinear {
-  using element_type = W;
   const W* weight = nullptr;
   std::int64_t out = 0, in = 0;
 };

@@ -87,7 +87,7 @@ class CpuBackend {
   // The explicit device -> host copy (on the CPU a memcpy).
   template <class T>
   static void copy_to_host(const Buffer<T>& src, std::int64_t count, T* dst) {
-    std::memcpy(dst, src.data(), static_cast<std::size_t>(count) * sizeof(T));
+    if (count > 0) std::memcpy(dst, src.data(), static_cast<std::size_t>(count) * sizeof(T));
   }
 
   template <int BlockSize>

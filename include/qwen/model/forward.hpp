@@ -68,7 +68,6 @@ class Qwen3Forward {
 
   [[nodiscard]] const StepLimits& limits() const noexcept { return limits_; }
   [[nodiscard]] const KVCache& kv_cache() const noexcept { return kv_; }
-  [[nodiscard]] KVCache& kv_cache() noexcept { return kv_; }
 
   // Runs one step; afterwards logits() holds [plan.num_logit_rows(), vocab] (rows in the plan's
   // order) in backend memory. The plan must come from plan_step with this forward pass's
