@@ -30,55 +30,8 @@
 #include <qwen/kernels/cpu/attention.hpp>
 #include <qwen/kv/paged_kv.hpp>
 
-// Every allocation of this test program is counted, so that a test can check that plan() and
-// run() allocate nothing. (Over-aligned ones too: the kernel's scratch is over-aligned.)
-namespace {
-std::atomic<std::int64_t> allocation_count{0};
-void* counted_allocation(std::size_t size, std::size_t alignment) {
-  allocation_count.fetch_add(1, std::memory_order_relaxed);
-  size = std::max<std::size_t>(size, 1);
-  void* p = alignment <= alignof(std::max_align_t) ? std::malloc(size)
-                                                    : std::aligned_alloc(alignment, (size + alignment - 1) / alignment * alignment);
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
-}
-}  // namespace
-// Every replaceable form is replaced, so that nothing this program frees with std::free came from
-// another allocator (AddressSanitizer checks that new and free match).
-void* operator new(std::size_t size) { return counted_allocation(size, 0); }
-void* operator new[](std::size_t size) { return counted_allocation(size, 0); }
-void* operator new(std::size_t size, std::align_val_t alignment) { return counted_allocation(size, static_cast<std::size_t>(alignment)); }
-void* operator new[](std::size_t size, std::align_val_t alignment) { return counted_allocation(size, static_cast<std::size_t>(alignment)); }
-void* operator new(std::size_t size, const std::nothrow_t&) noexcept {
-  try {
-    return counted_allocation(size, 0);
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, const std::nothrow_t& tag) noexcept { return operator new(size, tag); }
-void* operator new(std::size_t size, std::align_val_t alignment, const std::nothrow_t&) noexcept {
-  try {
-    return counted_allocation(size, static_cast<std::size_t>(alignment));
-  } catch (...) {
-    return nullptr;
-  }
-}
-void* operator new[](std::size_t size, std::align_val_t alignment, const std::nothrow_t& tag) noexcept {
-  return operator new(size, alignment, tag);
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-void operator delete(void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete(void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
-void operator delete[](void* p, std::align_val_t, const std::nothrow_t&) noexcept { std::free(p); }
+// Every allocation of this test program is counted (plan() and run() must make none).
+#include "counting_allocator.hpp"
 
 namespace {
 
@@ -380,11 +333,11 @@ TEST_CASE("attention: one plan serves every layer of a step, as a fresh plan + r
       qs.push_back(random_q(step->size() * row, 1.0f, rng));
       outs.emplace_back(step->size() * row, poison);
     }
-    const std::int64_t before = allocation_count.load();
+    const std::int64_t before = qwen::testing::allocation_count();
     attention.plan(attention_batch(*step, scene.tables), scene.kv.num_blocks(), 16);
     for (std::size_t i = 0; i < std::size(order); ++i)
       attention.run(qs[i].data(), scene.layer(order[i]), scale, outs[i].data());
-    const std::int64_t allocations = allocation_count.load() - before;
+    const std::int64_t allocations = qwen::testing::allocation_count() - before;
     CHECK(allocations == 0);
 
     bool identical = true;

@@ -20,6 +20,7 @@
 #include <qwen/model/load.hpp>
 #include <qwen/model/registry.hpp>
 
+#include "counting_allocator.hpp"
 #include "golden_fixtures.hpp"
 
 using namespace qwen;
@@ -280,4 +281,35 @@ TEST_CASE("forward: bad steps are errors naming the chunk, and change nothing", 
                       Catch::Contains("chunk 1 (sequence 1): the KV cache needs 1 more blocks of 16 positions, 0 are free"));
     CHECK_THROWS_WITH(Runner<Model>(weights, config, backend, 0), Catch::Contains("kv_blocks 0"));
   });
+}
+
+TEST_CASE("forward: once built, a step's run allocates nothing", "[forward]") {
+  for (const std::string_view name : {"dense_tied", "moe", "fp8"}) {
+    INFO("fixture " << name);
+    const std::vector<Reference> refs = read_reference(name);
+    with_fixture(name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
+      CpuBackend backend(2);
+      Runner<Model> run(weights, config, backend, 64);
+      const int a = run.books.add_sequence(), b = run.books.add_sequence();
+      std::vector<float> logits;
+      logits.reserve(static_cast<std::size_t>(256 * Model::vocab_size));
+      run.step({a, 0, refs[0].ids, Logits::last}, logits);
+      // A mixed step: a decode beside a prefill with every row's logits, then a decode alone.
+      const std::int32_t next = 7;
+      const std::vector<SequenceChunk> mixed = {{a, run.books.length(a), std::span(&next, 1), Logits::last},
+                                                {b, 0, refs[3].ids, Logits::all}};
+      plan_step(run.books, mixed, run.model.limits(), run.plan);
+      const std::int64_t before = testing::allocation_count();
+      run.model.run(run.plan, logits);
+      const std::int64_t during_mixed = testing::allocation_count() - before;
+      const SequenceChunk decode{b, run.books.length(b), std::span(&next, 1), Logits::last};
+      plan_step(run.books, std::span(&decode, 1), run.model.limits(), run.plan);
+      const std::int64_t before_decode = testing::allocation_count();
+      run.model.run(run.plan, logits);
+      CHECK(during_mixed == 0);
+      CHECK(testing::allocation_count() - before_decode == 0);
+      CHECK(logits.size() == static_cast<std::size_t>(Model::vocab_size));
+      CHECK(std::isfinite(logits[0]));
+    });
+  }
 }
