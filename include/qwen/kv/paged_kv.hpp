@@ -29,7 +29,6 @@
 #include <limits>
 #include <memory>
 #include <new>
-#include <span>
 #include <vector>
 
 #if defined(__linux__)
