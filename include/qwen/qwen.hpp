@@ -37,9 +37,13 @@
 #include "qwen/sampling/philox.hpp"
 #include "qwen/sampling/row_sampler.hpp"
 #include "qwen/sampling/sampler.hpp"
-// The tokenizer needs utf8proc (link qwen::tokenizer); it is part of the umbrella only where
+// The tokenizer (and the engine, which uses it) needs utf8proc (link qwen::tokenizer); it is part of the umbrella only where
 // utf8proc's header is available, so that qwen::qwen alone stays usable without it.
 #if __has_include(<utf8proc.h>)
+#include "qwen/engine/engine.hpp"
+#include "qwen/engine/llm.hpp"
+#include "qwen/engine/request.hpp"
+#include "qwen/engine/text_stream.hpp"
 #include "qwen/tokenizer/stream_decoder.hpp"
 #include "qwen/tokenizer/tokenizer.hpp"
 #endif

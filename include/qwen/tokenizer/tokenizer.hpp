@@ -149,6 +149,11 @@ class Tokenizer {
     if (const auto it = vocab_.find(std::string(token)); it != vocab_.end()) return it->second;
     return std::nullopt;
   }
+  // Whether `id` names a token (a model's vocabulary may be larger than its tokenizer's: padded
+  // ids decode to nothing through has_token's callers, and are an error for decode()).
+  [[nodiscard]] bool has_token(TokenId id) const noexcept {
+    return id >= 0 && static_cast<std::size_t>(id) < tokens_.size() && tokens_[static_cast<std::size_t>(id)].present;
+  }
   [[nodiscard]] bool is_special(TokenId id) const {
     return id >= 0 && static_cast<std::size_t>(id) < tokens_.size() && tokens_[static_cast<std::size_t>(id)].special;
   }
