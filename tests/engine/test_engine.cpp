@@ -202,6 +202,29 @@ TEST_CASE("engine: a cached prefix gives the same tokens as the cache off and co
   CHECK(stats[true].prompt_tokens_cached == 80);
 }
 
+TEST_CASE("engine: the choices of an n > 1 request compute their shared prompt once", "[engine]") {
+  std::mt19937 rng(8);
+  GenerationParams p;
+  p.n = 3;
+  p.max_tokens = 12;
+  p.ignore_eos = true;
+  p.sampling.temperature = 1.0;
+  p.sampling.seed = 99;
+  const auto prompt = random_ids(rng, 50);
+  std::map<bool, RequestResult> result;
+  std::map<bool, EngineStats> stats;
+  for (const bool prefix : {true, false}) {
+    LLM<Model> llm(kCheckpoint, options(8, 256, 0, prefix));
+    result[prefix] = run_checked(llm, {token_request(prompt, p)})[0];
+    stats[prefix] = llm.engine().stats();
+  }
+  require_same(result[true], result[false]);
+  // 50 prompt tokens once, then each other choice takes 48 from the cache and computes 2.
+  CHECK(stats[true].prompt_tokens_computed == 50 + 2 * 2);
+  CHECK(stats[false].prompt_tokens_computed == 3 * 50);
+  CHECK(ids_of(result[true].choices[0]) != ids_of(result[true].choices[1]));
+}
+
 TEST_CASE("engine: preemption on a pool of a few blocks finishes every request with the tokens of a large pool", "[engine]") {
   std::mt19937 rng(9);
   std::vector<Request> requests;

@@ -336,6 +336,7 @@ class Engine {
     RequestResult result;
     std::vector<Seq> seqs;
     int unfinished = 0;
+    bool result_delivered = false;
     std::chrono::steady_clock::time_point submitted;
   };
 
@@ -489,8 +490,13 @@ class Engine {
       add_chunk(s, begin, count);
       ++i;
     }
-    while (!preempted && !waiting_.empty() && running_.size() < static_cast<std::size_t>(options_.max_num_seqs) && budget > 0) {
-      Seq& s = *waiting_.front();
+    for (std::size_t k = 0; !preempted && k < waiting_.size() && running_.size() < static_cast<std::size_t>(options_.max_num_seqs) &&
+                            budget > 0;) {
+      Seq& s = *waiting_[k];
+      if (sibling_prefilling(s)) {  // wait for its prompt's blocks in the cache (below)
+        ++k;
+        continue;
+      }
       s.seq = books_.add_sequence();
       int cached = 0;
       if (options_.enable_prefix_caching)
@@ -509,11 +515,24 @@ class Engine {
         stats_.prompt_tokens += s.prompt_len;
         if (s.index == 0) s.parent->result.usage.cached_prompt_tokens = cached_prompt;
       }
-      waiting_.pop_front();
+      waiting_.erase(waiting_.begin() + static_cast<std::ptrdiff_t>(k));
       running_.push_back(&s);
       committed += blocks;
       add_chunk(s, cached, count);
     }
+  }
+
+  // Choices of one request share their prompt. While a sibling admitted before this one has not
+  // finished computing the prompt, this one waits (other requests behind it may go first): once
+  // the sibling's prompt blocks are registered, this one takes them from the prefix cache instead
+  // of computing the prompt again. Only with prefix caching, and only on first admission.
+  [[nodiscard]] bool sibling_prefilling(const Seq& s) const {
+    if (!options_.enable_prefix_caching || s.admitted) return false;
+    for (const Seq& sibling : s.parent->seqs) {
+      if (&sibling == &s) break;
+      if (!sibling.finished && sibling.seq >= 0 && books_.length(sibling.seq) < s.prompt_len) return true;
+    }
+    return false;
   }
 
   void preempt(Seq& s) {
@@ -636,11 +655,13 @@ class Engine {
     for (std::size_t i = 0; i < outputs_.size(); ++i) {
       auto [p, s] = outputs_[i];
       const bool last_of_request = p->unfinished == 0 && (i + 1 == outputs_.size() || outputs_[i + 1].first != p);
-      if (last_of_request) {
+      if (last_of_request && !p->result_delivered) {
         p->result.duration = std::chrono::duration<double>(std::chrono::steady_clock::now() - p->submitted).count();
         ++stats_.requests_finished;
       }
-      RequestOutput out{p->id, std::move(s->delta), last_of_request ? &p->result : nullptr};
+      const bool deliver_result = last_of_request && !p->result_delivered;
+      if (deliver_result) p->result_delivered = true;
+      RequestOutput out{p->id, std::move(s->delta), deliver_result ? &p->result : nullptr};
       s->delta = ChoiceDelta{};
       s->delta.index = s->index;
       s->touched = false;
@@ -648,7 +669,8 @@ class Engine {
         try {
           p->callback(out);
         } catch (...) {
-          if (p->unfinished > 0) abort_request(*p, FinishReason::abort, "");  // delivered next step
+          p->callback = nullptr;  // it gets nothing more
+          if (p->unfinished > 0) abort_request(*p, FinishReason::abort, "");
         }
       }
     }
