@@ -72,8 +72,8 @@ int main(int argc, char** argv) {
   options.max_num_batched_tokens = 512;
   options.max_model_len = 1024;
   options.kv_cache_bytes = static_cast<std::int64_t>(most) * 272 * engine::kv_bytes_per_token<Model>();  // 17 blocks each
-  engine::Engine<Model> engine(model.weights, model.config, model.backend, options,
-                               {&tokenizer, &chat_template, {151645, 151643}});
+  engine::Engine<> engine(engine::make_step_model<Model>(model.weights, model.config, model.backend, options), options,
+                          {&tokenizer, &chat_template, {151645, 151643}});
 
   // A user turn of about 110 tokens (common words, one token each; the template adds the rest);
   // each request differs from its first words on, so the prefix cache serves nothing (the

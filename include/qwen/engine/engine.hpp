@@ -27,6 +27,10 @@
 // an error in this request (e.g. a penalty that makes a logit infinite): the request ends with
 // finish reason error and its message; the engine and every other request go on.
 //
+// Model types: the engine sees the forward pass through StepModel (one virtual call per step), so
+// Engine<BlockSize> is compiled once whatever the model; make_step_model<Model>() wraps a
+// Qwen3Forward sized for the options.
+//
 // Threads: submit() and cancel() may be called from any thread, concurrently with step(); step(),
 // run() and generate() from one thread at a time (the loop thread). Callbacks run on the loop
 // thread, after the step's forward pass, and must not block for long; one that throws ends its
@@ -124,28 +128,105 @@ template <class Model>
   return std::min(bytes_for_all_sequences, cap);
 }
 
+// The forward pass as the engine sees it: a step plan in, rows of logits on the host out. One
+// virtual call per step hides the model type, so the engine is compiled once per block size, not
+// once per model (a tool that dispatches over every model type instantiates only the forward).
+class StepModel {
+ public:
+  virtual ~StepModel() = default;
+  [[nodiscard]] virtual const StepLimits& limits() const noexcept = 0;
+  [[nodiscard]] virtual int kv_blocks() const noexcept = 0;
+  [[nodiscard]] virtual std::int64_t kv_bytes_per_token() const noexcept = 0;
+  // Runs the step; `logits` becomes [plan.num_logit_rows(), vocab].
+  virtual void run(const StepPlan& plan, std::vector<float>& logits) = 0;
+  // Threads for sampling the rows (nullptr: the loop thread alone).
+  [[nodiscard]] virtual kernels::cpu::ThreadPool* pool() noexcept = 0;
+};
+
+[[nodiscard]] inline EngineOptions checked_engine_options(const EngineOptions& o) {
+  if (o.max_num_seqs < 1) throw_error<InvalidArgument>("engine: max_num_seqs is ", o.max_num_seqs, ", must be >= 1");
+  if (o.max_num_batched_tokens < 1)
+    throw_error<InvalidArgument>("engine: max_num_batched_tokens is ", o.max_num_batched_tokens, ", must be >= 1");
+  if (o.max_model_len < 0) throw_error<InvalidArgument>("engine: max_model_len is ", o.max_model_len, ", must be >= 0 (0: the model's)");
+  if (o.kv_cache_bytes < 0) throw_error<InvalidArgument>("engine: kv_cache_bytes is ", o.kv_cache_bytes, ", must be >= 0 (0: default)");
+  return o;
+}
+
+// The context length the options ask for: max_model_len, or the model's max_position_embeddings.
+[[nodiscard]] inline std::int64_t requested_model_len(const EngineOptions& o, std::int64_t max_positions) {
+  if (o.max_model_len > max_positions)
+    throw_error<InvalidArgument>("engine: max_model_len ", o.max_model_len, " exceeds the model's max_position_embeddings ", max_positions);
+  return o.max_model_len > 0 ? o.max_model_len : max_positions;
+}
+
+// Blocks of BlockSize positions in the KV pool the options ask for (see default_kv_cache_bytes).
+[[nodiscard]] inline int kv_pool_blocks(const EngineOptions& o, std::int64_t max_positions, std::int64_t bytes_per_token, int block_size) {
+  const std::int64_t per_block = bytes_per_token * block_size;
+  const std::int64_t len = requested_model_len(o, max_positions);
+  const std::int64_t bytes = o.kv_cache_bytes > 0
+                                 ? o.kv_cache_bytes
+                                 : default_kv_cache_bytes(per_block * ((len + block_size - 1) / block_size) * o.max_num_seqs);
+  const std::int64_t blocks = std::min<std::int64_t>(bytes / per_block, std::int64_t{1} << 30);
+  if (blocks < 1)
+    throw_error<InvalidArgument>("engine: a KV cache of ", bytes, " bytes holds no block of ", block_size, " positions (", per_block,
+                                 " bytes each for this model)");
+  return static_cast<int>(blocks);
+}
+
+// Qwen3Forward behind the StepModel interface, sized for the engine's options.
+template <class Model, class BackendT, int BlockSize>
+class ForwardStep final : public StepModel {
+ public:
+  ForwardStep(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend, const EngineOptions& o)
+      : blocks_(kv_pool_blocks(checked_engine_options(o), config.max_position_embeddings, engine::kv_bytes_per_token<Model>(), BlockSize)),
+        backend_(backend),
+        forward_(weights, config, backend,
+                 {.max_tokens = o.max_num_batched_tokens, .max_sequences = o.max_num_seqs, .kv_blocks = blocks_,
+                  .max_logit_rows = o.max_num_seqs}) {}
+  [[nodiscard]] const StepLimits& limits() const noexcept override { return forward_.limits(); }
+  [[nodiscard]] int kv_blocks() const noexcept override { return blocks_; }
+  [[nodiscard]] std::int64_t kv_bytes_per_token() const noexcept override { return engine::kv_bytes_per_token<Model>(); }
+  void run(const StepPlan& plan, std::vector<float>& logits) override { forward_.run(plan, logits); }
+  [[nodiscard]] kernels::cpu::ThreadPool* pool() noexcept override {
+    if constexpr (requires { backend_.pool(); }) return &backend_.pool();
+    else return nullptr;
+  }
+
+ private:
+  int blocks_;
+  BackendT& backend_;
+  Qwen3Forward<Model, BackendT, BlockSize> forward_;
+};
+
+// The forward pass of `Model` for an Engine<BlockSize> with these options.
 template <class Model, class BackendT = CpuBackend, int BlockSize = 16>
+[[nodiscard]] std::unique_ptr<StepModel> make_step_model(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend,
+                                                         const EngineOptions& options) {
+  return std::make_unique<ForwardStep<Model, BackendT, BlockSize>>(weights, config, backend, options);
+}
+
+template <int BlockSize = 16>
 class Engine {
  public:
-  using Forward = Qwen3Forward<Model, BackendT, BlockSize>;
   using Callback = std::function<void(const RequestOutput&)>;
   static constexpr int block_size = BlockSize;
 
-  Engine(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend, const EngineOptions& options = {},
-         EngineText text = {})
-      : options_(checked(options)),
+  // `model` from make_step_model<Model, Backend, BlockSize>(..., options) with the same options.
+  Engine(std::unique_ptr<StepModel> model, const EngineOptions& options = {}, EngineText text = {})
+      : options_(checked_engine_options(options)),
         text_(std::move(text)),
-        kv_blocks_(pool_blocks(options_, config)),
-        max_model_len_(std::min<std::int64_t>(requested_len(options_, config), std::int64_t{kv_blocks_} * BlockSize)),
-        backend_(backend),
-        forward_(weights, config, backend,
-                 {.max_tokens = options_.max_num_batched_tokens, .max_sequences = options_.max_num_seqs, .kv_blocks = kv_blocks_,
-                  .max_logit_rows = options_.max_num_seqs}),
+        model_(std::move(model)),
+        vocab_(model_->limits().vocab_size),
+        kv_blocks_(model_->kv_blocks()),
+        max_model_len_(std::min<std::int64_t>(requested_model_len(options_, model_->limits().max_positions),
+                                              std::int64_t{kv_blocks_} * BlockSize)),
         books_(kv_blocks_) {
+    if (model_->limits().max_sequences < options_.max_num_seqs || model_->limits().max_tokens < options_.max_num_batched_tokens ||
+        model_->limits().max_logit_rows < options_.max_num_seqs)
+      throw_error<InvalidArgument>("engine: the step model was built for smaller steps than the options ask for");
     for (const std::int64_t id : text_.eos_token_ids) {
-      if (id < 0 || id >= Model::vocab_size)
-        throw_error<ConfigError>("engine: end-of-sequence id ", id, " (eos_token_id) is outside the vocabulary [0, ",
-                                 Model::vocab_size, ")");
+      if (id < 0 || id >= vocab_)
+        throw_error<ConfigError>("engine: end-of-sequence id ", id, " (eos_token_id) is outside the vocabulary [0, ", vocab_, ")");
       if (std::find(eos_.begin(), eos_.end(), static_cast<std::int32_t>(id)) == eos_.end())
         eos_.push_back(static_cast<std::int32_t>(id));
     }
@@ -157,7 +238,8 @@ class Engine {
   // ---- what the engine holds ----
   [[nodiscard]] int kv_blocks() const noexcept { return kv_blocks_; }
   [[nodiscard]] std::int64_t kv_tokens() const noexcept { return std::int64_t{kv_blocks_} * BlockSize; }
-  [[nodiscard]] std::int64_t kv_cache_bytes() const noexcept { return kv_tokens() * kv_bytes_per_token<Model>(); }
+  [[nodiscard]] std::int64_t kv_cache_bytes() const noexcept { return kv_tokens() * model_->kv_bytes_per_token(); }
+  [[nodiscard]] std::int64_t vocab_size() const noexcept { return vocab_; }
   // The context length: the option (or max_position_embeddings), capped by the KV pool.
   [[nodiscard]] std::int64_t max_model_len() const noexcept { return max_model_len_; }
   [[nodiscard]] const EngineOptions& options() const noexcept { return options_; }
@@ -207,7 +289,7 @@ class Engine {
     ++stats_.steps;
     rows_.clear();
     try {
-      plan_step(books_, std::span<const SequenceChunk>(chunks_), forward_.limits(), plan_);
+      plan_step(books_, std::span<const SequenceChunk>(chunks_), model_->limits(), plan_);
     } catch (const std::exception& e) {
       fail_scheduled(e.what());
       flush_outputs();
@@ -223,7 +305,7 @@ class Engine {
     }
     const auto t1 = clock::now();
     try {
-      forward_.run(plan_, logits_);
+      model_->run(plan_, logits_);
     } catch (const std::exception& e) {
       fail_scheduled(e.what());
       flush_outputs();
@@ -340,35 +422,9 @@ class Engine {
     std::chrono::steady_clock::time_point submitted;
   };
 
-  static EngineOptions checked(const EngineOptions& o) {
-    if (o.max_num_seqs < 1) throw_error<InvalidArgument>("engine: max_num_seqs is ", o.max_num_seqs, ", must be >= 1");
-    if (o.max_num_batched_tokens < 1)
-      throw_error<InvalidArgument>("engine: max_num_batched_tokens is ", o.max_num_batched_tokens, ", must be >= 1");
-    if (o.max_model_len < 0) throw_error<InvalidArgument>("engine: max_model_len is ", o.max_model_len, ", must be >= 0 (0: the model's)");
-    if (o.kv_cache_bytes < 0) throw_error<InvalidArgument>("engine: kv_cache_bytes is ", o.kv_cache_bytes, ", must be >= 0 (0: default)");
-    return o;
-  }
-  static std::int64_t requested_len(const EngineOptions& o, const io::ModelConfig& config) {
-    if (o.max_model_len > config.max_position_embeddings)
-      throw_error<InvalidArgument>("engine: max_model_len ", o.max_model_len, " exceeds the model's max_position_embeddings ",
-                                   config.max_position_embeddings);
-    return o.max_model_len > 0 ? o.max_model_len : config.max_position_embeddings;
-  }
-  static int pool_blocks(const EngineOptions& o, const io::ModelConfig& config) {
-    const std::int64_t per_block = kv_bytes_per_token<Model>() * BlockSize;
-    const std::int64_t len = requested_len(o, config);
-    const std::int64_t bytes = o.kv_cache_bytes > 0 ? o.kv_cache_bytes
-                                                    : default_kv_cache_bytes(per_block * ((len + BlockSize - 1) / BlockSize) * o.max_num_seqs);
-    const std::int64_t blocks = std::min<std::int64_t>(bytes / per_block, std::int64_t{1} << 30);
-    if (blocks < 1)
-      throw_error<InvalidArgument>("engine: a KV cache of ", bytes, " bytes holds no block of ", BlockSize, " positions (",
-                                   per_block, " bytes each for this model)");
-    return static_cast<int>(blocks);
-  }
-
   // ---- submit side ----
   void prepare(Parent& p, Request r) {
-    validate_generation_params(r.params, Model::vocab_size);
+    validate_generation_params(r.params, vocab_);
     const int sources = (r.prompt_ids.empty() ? 0 : 1) + (r.prompt ? 1 : 0) + (r.chat ? 1 : 0);
     if (sources != 1)
       throw_error<InvalidArgument>("request: give exactly one of prompt token ids, prompt text or a chat request (", sources,
@@ -395,8 +451,8 @@ class Engine {
     if (!r.params.stop.empty() && !tok) throw_error<InvalidArgument>("request: 'stop' strings need a tokenizer, and this engine has none");
     if (ids.empty()) throw_error<InvalidArgument>("request: the prompt is empty");
     for (std::size_t i = 0; i < ids.size(); ++i)
-      if (ids[i] < 0 || ids[i] >= Model::vocab_size)
-        throw_error<InvalidArgument>("request: prompt token [", i, "] is ", ids[i], ", outside the vocabulary [0, ", Model::vocab_size, ")");
+      if (ids[i] < 0 || ids[i] >= vocab_)
+        throw_error<InvalidArgument>("request: prompt token [", i, "] is ", ids[i], ", outside the vocabulary [0, ", vocab_, ")");
     const auto prompt_len = static_cast<std::int64_t>(ids.size());
     if (prompt_len >= max_model_len_)
       throw_error<InvalidArgument>("request: the prompt has ", prompt_len, " tokens, the context length is ", max_model_len_,
@@ -555,13 +611,13 @@ class Engine {
                                            all.subspan(static_cast<std::size_t>(s.prompt_len))};
         try {
           results_[static_cast<std::size_t>(r)] =
-              sampler_.sample(std::span<float>(logits_).subspan(static_cast<std::size_t>(r * Model::vocab_size), Model::vocab_size), request);
+              sampler_.sample(std::span<float>(logits_).subspan(static_cast<std::size_t>(r * vocab_), static_cast<std::size_t>(vocab_)), request);
         } catch (const std::exception& e) {
           errors_[static_cast<std::size_t>(r)] = e.what();
         }
       }
     };
-    if constexpr (requires { backend_.pool(); }) backend_.pool().parallel_for(rows, 1, run);
+    if (kernels::cpu::ThreadPool* pool = model_->pool()) pool->parallel_for(rows, 1, run);
     else run(0, rows);
   }
 
@@ -683,11 +739,11 @@ class Engine {
 
   const EngineOptions options_;
   const EngineText text_;
-  std::vector<std::int32_t> eos_;
+  std::unique_ptr<StepModel> model_;
+  const std::int64_t vocab_;
   const int kv_blocks_;
   const std::int64_t max_model_len_;
-  BackendT& backend_;
-  Forward forward_;
+  std::vector<std::int32_t> eos_;
   BlockManager<BlockSize> books_;
   sampling::Sampler sampler_;
 

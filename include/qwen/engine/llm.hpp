@@ -50,14 +50,14 @@ struct LLMOptions {
 template <class Model, int BlockSize = 16>
 class LLM {
  public:
-  using EngineType = Engine<Model, CpuBackend, BlockSize>;
+  using EngineType = Engine<BlockSize>;
 
   explicit LLM(const std::filesystem::path& dir, const LLMOptions& options = {})
       : loaded_(load_checkpoint<Model>(dir)),
         backend_(options.threads),
         tokenizer_(load_tokenizer(dir)),
         chat_template_(load_template(dir)),
-        engine_(loaded_.weights, loaded_.config, backend_, options.engine,
+        engine_(make_step_model<Model, CpuBackend, BlockSize>(loaded_.weights, loaded_.config, backend_, options.engine), options.engine,
                 EngineText{tokenizer_.get(), chat_template_ ? &*chat_template_ : nullptr, eos_ids()}) {}
 
   LLM(const LLM&) = delete;
