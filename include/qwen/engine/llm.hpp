@@ -23,6 +23,7 @@
 #include "qwen/backend/cpu.hpp"
 #include "qwen/chat/chat_template.hpp"
 #include "qwen/engine/engine.hpp"
+#include "qwen/io/checkpoint_config.hpp"
 #include "qwen/io/generation_config.hpp"
 #include "qwen/model/load.hpp"
 #include "qwen/tokenizer/tokenizer.hpp"
@@ -52,8 +53,10 @@ class LLM {
  public:
   using EngineType = Engine<BlockSize>;
 
-  explicit LLM(const std::filesystem::path& dir, const LLMOptions& options = {})
-      : loaded_(load_checkpoint<Model>(dir)),
+  explicit LLM(const std::filesystem::path& dir, const LLMOptions& options = {}) : LLM(dir, io::read_checkpoint_config(dir), options) {}
+  // With config.json already read (io::read_checkpoint_config).
+  LLM(const std::filesystem::path& dir, io::ModelConfig config, const LLMOptions& options)
+      : loaded_(load_checkpoint<Model>(dir, std::move(config))),
         backend_(options.threads),
         tokenizer_(load_tokenizer(dir)),
         chat_template_(load_template(dir)),
@@ -94,6 +97,8 @@ class LLM {
   [[nodiscard]] const tokenizer::Tokenizer* tokenizer() const noexcept { return tokenizer_.get(); }
   [[nodiscard]] const chat::ChatTemplate* chat_template() const noexcept { return chat_template_ ? &*chat_template_ : nullptr; }
   [[nodiscard]] const LoadedCheckpoint<Model>& checkpoint() const noexcept { return loaded_; }
+  // Why chat() is unavailable (empty when it is available).
+  [[nodiscard]] const std::string& chat_error() const noexcept { return chat_error_; }
 
  private:
   static std::unique_ptr<tokenizer::Tokenizer> load_tokenizer(const std::filesystem::path& dir) {
