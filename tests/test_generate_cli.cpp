@@ -2,6 +2,9 @@
 // log-probabilities are the log-softmax of transformers' logits; each sampling option reaches the
 // sampler (checked by properties of the tokens it picks, against the raw logprobs the tool
 // reports and transformers' logits); a seed replays a run; bad input exits 1 with a message.
+// The text forms (--prompt, --chat, --input) are checked against the token-id form run on the
+// prompt as the test itself encodes (the tokenizer) or renders (the chat template) it, and their
+// text against the tokenizer's decoding and the reasoning parser run on the whole output.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -13,7 +16,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <qwen/chat/chat_template.hpp>
+#include <qwen/chat/reasoning_parser.hpp>
 #include <qwen/io/safetensors.hpp>
+#include <qwen/tokenizer/tokenizer.hpp>
 
 #include "golden_fixtures.hpp"
 #include "run_process.hpp"
@@ -26,7 +32,8 @@ namespace {
 
 testing::ProcessResult generate(const std::string& args) { return testing::run_process(shell_quote(QWEN_GENERATE_EXE) + " " + args); }
 
-std::string join(const std::vector<std::int64_t>& ids) {
+template <class Id>
+std::string join(const std::vector<Id>& ids) {
   std::string s;
   for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
   return s;
@@ -327,4 +334,395 @@ TEST_CASE("generate: bad input is an error with exit status 1", "[generate]") {
     CHECK(r.err.find(message) != std::string::npos);
     CHECK(r.out.empty());
   }
+}
+
+// ---- the text forms: --prompt, --chat, --input, --stop, the engine's options ----
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+const tokenizer::Tokenizer& tiny_tokenizer() {
+  static const tokenizer::Tokenizer tok = tokenizer::Tokenizer::from_file(testing::golden_checkpoint("dense_tied") / "tokenizer.json");
+  return tok;
+}
+
+bool is_eos(std::int64_t id) { return id == 480 || id == 478; }  // config.json's <|im_end|>; generation_config.json adds 478
+
+// The text the tool must show for generated ids: the tokenizer's decoding with special tokens
+// skipped, without a final end-of-sequence id. Ids 504..511 of the padded vocabulary name no
+// token (decode() refuses them) and add no text.
+std::string expected_text(std::vector<std::int64_t> ids) {
+  if (!ids.empty() && is_eos(ids.back())) ids.pop_back();
+  std::vector<std::int32_t> known;
+  for (const std::int64_t id : ids)
+    if (tiny_tokenizer().has_token(static_cast<std::int32_t>(id))) known.push_back(static_cast<std::int32_t>(id));
+  return tiny_tokenizer().decode(known, true);
+}
+
+// Runs the tool with --json; it must succeed. Its stdout is one JSON object.
+ojson run_ok_json(const std::string& args) {
+  const auto r = generate(args + " --json");
+  INFO("args: " << args << "\nstderr: " << r.err);
+  REQUIRE(r.exited);
+  REQUIRE(r.status == 0);
+  return ojson::parse(r.out);
+}
+
+std::vector<std::int64_t> ids_of(const ojson& j) { return j.at("token_ids").get<std::vector<std::int64_t>>(); }
+
+// The JSON object of a chat request with one user message (and a system message when `system`
+// is not empty), as the tool builds it from --chat, --system, --no-think.
+ojson chat_request(const std::string& user, const std::string& system, bool no_think) {
+  ojson messages = ojson::array();
+  if (!system.empty()) messages.push_back({{"role", "system"}, {"content", system}});
+  messages.push_back({{"role", "user"}, {"content", user}});
+  ojson request = {{"messages", messages}};
+  if (no_think) request["chat_template_kwargs"] = {{"enable_thinking", false}};
+  return request;
+}
+
+std::vector<ojson> json_lines(const std::string& text) {
+  std::vector<ojson> lines;
+  std::size_t begin = 0;
+  for (std::size_t end; (end = text.find('\n', begin)) != std::string::npos; begin = end + 1) lines.push_back(ojson::parse(text.substr(begin, end - begin)));
+  CHECK(begin == text.size());  // every line ends with a newline
+  return lines;
+}
+
+// A JSONL output line equals the same request run alone (its --json object): every field the
+// alone run has, and its usage's token counts (cached prompt tokens depend on what ran before).
+void check_same_result(const ojson& line, const ojson& alone) {
+  for (const auto& [key, value] : alone.items()) {
+    INFO("key " << key);
+    if (key == "choices") {
+      REQUIRE(line.at(key).size() == value.size());
+      for (std::size_t i = 0; i < value.size(); ++i)
+        for (const auto& [field, v] : value[i].items()) CHECK(line.at(key).at(i).at(field) == v);
+    } else if (key == "usage") {
+      CHECK(line.at("usage").at("prompt_tokens") == value.at("prompt_tokens"));
+      CHECK(line.at("usage").at("completion_tokens") == value.at("completion_tokens"));
+    } else {
+      CHECK(line.at(key) == value);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("generate: --prompt runs the tokenizer's encoding of the text and prints the tokens' text", "[generate][text]") {
+  const tokenizer::Tokenizer& tok = tiny_tokenizer();
+  const std::string model = fixture_arg("dense_tied");
+  int stopped = 0;
+  // The first prompt's greedy continuation ends with <|im_end|> after 12 tokens; the others run to
+  // --max-tokens. The third holds a special token and text outside the tiny vocabulary.
+  for (const std::string text : {"The capital of France is", "def add(a, b):", "x <|im_start|> 你好\n"}) {
+    INFO("prompt " << text);
+    const std::vector<std::int32_t> prompt = tok.encode(text);
+    const std::string args = " --max-tokens 40 --logprobs 3";
+    const Generation by_ids = run_json(model + " --prompt-ids " + join(prompt) + args);
+    const ojson j = run_ok_json(model + " --prompt " + shell_quote(text) + args);
+    const std::vector<std::int64_t> ids = ids_of(j);
+    CHECK(ids == by_ids.ids);
+    CHECK(j.at("logprobs").get<std::vector<Alternatives>>() == by_ids.logprobs);
+    CHECK(j.at("text") == expected_text(ids));
+    CHECK(j.at("content") == j.at("text"));
+    CHECK_FALSE(j.contains("reasoning_content"));
+    CHECK(j.at("tool_calls") == ojson::array());
+    CHECK(j.at("finish_reason") == (is_eos(ids.back()) ? "stop" : "length"));
+    CHECK(j.at("usage").at("prompt_tokens") == prompt.size());
+    CHECK(j.at("usage").at("completion_tokens") == ids.size());
+    stopped += is_eos(ids.back());
+
+    // Streamed: stdout is exactly the text; a greedy run reports nothing on stderr.
+    const auto streamed = generate(model + " --prompt " + shell_quote(text) + " --max-tokens 40");
+    REQUIRE(streamed.status == 0);
+    CHECK(streamed.out == j.at("text").get<std::string>());
+    CHECK(streamed.err.empty());
+  }
+  CHECK(stopped == 1);  // the eos is left out of the text in one case
+  // Without --logprobs there is no "logprobs" field.
+  CHECK_FALSE(run_ok_json(model + " --prompt hi --max-tokens 3").contains("logprobs"));
+}
+
+TEST_CASE("generate: --n gives choices sampled with seed + i, in order", "[generate][text]") {
+  const std::string args = fixture_arg("dense_tied") + " --prompt 'def add(a, b):' --max-tokens 12 --temperature 0.8";
+  const ojson both = run_ok_json(args + " --n 2 --seed 5");
+  REQUIRE(both.at("choices").size() == 2);
+  const ojson first = run_ok_json(args + " --seed 5"), second = run_ok_json(args + " --seed 6");
+  for (int i = 0; i < 2; ++i) {
+    const ojson& c = both["choices"][static_cast<std::size_t>(i)];
+    const ojson& alone = i == 0 ? first : second;
+    CHECK(c.at("index") == i);
+    CHECK(c.at("token_ids") == alone.at("token_ids"));
+    CHECK(c.at("text") == alone.at("text"));
+  }
+  CHECK(first.at("token_ids") != second.at("token_ids"));
+  CHECK(both.at("usage").at("completion_tokens") == 24);
+  // Streamed: the choices one after another, each under its header.
+  const auto streamed = generate(args + " --n 2 --seed 5");
+  REQUIRE(streamed.status == 0);
+  std::string expected;
+  for (const ojson* alone : {&first, &second}) {
+    const std::string text = alone->at("text").get<std::string>();
+    expected += "--- choice " + std::to_string(alone == &first ? 0 : 1) + " ---\n" + text + (text.ends_with("\n") ? "" : "\n");
+  }
+  CHECK(streamed.out == expected);
+}
+
+TEST_CASE("generate: --chat runs the rendered prompt and splits its text as the reasoning parser does", "[generate][text]") {
+  const tokenizer::Tokenizer& tok = tiny_tokenizer();
+  const auto chat_template = chat::ChatTemplate::from_directory(testing::golden_checkpoint("dense_tied"));
+  const std::string model = fixture_arg("dense_tied");
+  const std::string user = "What is 2 + 2?";
+  // These biases push the random model to write <think> (502) and </think> (503), so that the
+  // split has work to do.
+  const std::string biased = " --logit-bias 502=12 --logit-bias 503=6 --presence-penalty 2 --frequency-penalty 2";
+  int with_reasoning = 0, tag_without_reasoning = 0;
+  for (const std::string system : {"", "You are terse."}) {
+    for (const bool no_think : {false, true}) {
+      for (const std::string& bias : {std::string(), biased}) {
+        INFO("system '" << system << "' no_think " << no_think << " bias '" << bias << "'");
+        const std::string rendered = chat::render(chat_request(user, system, no_think), chat_template);
+        const std::string args = " --max-tokens 40" + bias;
+        const Generation by_ids = run_json(model + " --prompt-ids " + join(tok.encode(rendered)) + args);
+        const std::string chat_args =
+            " --chat " + shell_quote(user) + (system.empty() ? "" : " --system " + shell_quote(system)) + (no_think ? " --no-think" : "");
+        const ojson j = run_ok_json(model + chat_args + args);
+        const std::vector<std::int64_t> ids = ids_of(j);
+        CHECK(ids == by_ids.ids);
+        const std::string text = j.at("text").get<std::string>();
+        CHECK(text == expected_text(ids));
+        chat::ReasoningParser whole(chat::reasoning_start_for(rendered));
+        (void)whole.feed(text);
+        (void)whole.finish();
+        const std::optional<std::string> reasoning = whole.reasoning_content();
+        CHECK(j.at("reasoning_content") == (reasoning ? ojson(*reasoning) : ojson()));
+        CHECK(j.at("content") == whole.content());
+        if (no_think) {
+          CHECK(j.at("reasoning_content").is_null());
+          tag_without_reasoning += text.find("<think>") != std::string::npos;
+        }
+        with_reasoning += !j.at("reasoning_content").is_null();
+
+        // Streamed: content on stdout, reasoning (plain: stderr is no terminal here) on stderr.
+        const auto streamed = generate(model + chat_args + args);
+        REQUIRE(streamed.status == 0);
+        CHECK(streamed.out == whole.content());
+        CHECK(streamed.err == reasoning.value_or(""));
+      }
+    }
+  }
+  // Both cases happened: reasoning split off, and a think tag left in content with thinking off.
+  CHECK(with_reasoning > 0);
+  CHECK(tag_without_reasoning > 0);
+}
+
+TEST_CASE("generate: --input runs every good line as it runs alone, in input order, and reports each bad one", "[generate][text]") {
+  const std::string model = fixture_arg("dense_tied");
+  testing::ScratchDir dir("generate-input");
+  const std::string input = (dir / "requests.jsonl").string();
+  testing::write_file(dir / "requests.jsonl",
+                      R"({"id": "first", "prompt": "The capital of France is", "max_tokens": 40})" "\n"
+                      "\n"
+                      R"({"prompt": "x", "temperature": "hot"})" "\n"
+                      R"({"prompt": "def add(a, b):", "n": 2, "temperature": 0.8, "seed": 5})" "\n"
+                      R"({"id": 12, "prompt": "Hello", "max_tokens": 9, "top_k": 3, "temperature": 1.5, "seed": 9, "ignore_eos": true, "stop": ["zz"], "logprobs": 2})" "\n"
+                      R"({"messages": [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is 2 + 2?"}], "chat_template_kwargs": {"enable_thinking": false}, "max_tokens": 24, "temperature": null})" "\n"
+                      R"({"prompt": [435, 69, 400], "max_tokens": 20})" "\n"
+                      R"({"prompt": "a", "max_tokens": 0})" "\n"
+                      R"({"prompt": "a")" "\n"
+                      R"({"prompt": "a", "bogus": 1})" "\n");
+  const auto r = generate(model + " --input " + shell_quote(input) + " --output " + shell_quote((dir / "out.jsonl").string()));
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exited);
+  CHECK(r.status == 1);  // some lines failed
+  CHECK(r.out.empty());
+  const std::vector<ojson> lines = json_lines(testing::read_file(dir / "out.jsonl"));
+  REQUIRE(lines.size() == 9);  // the empty line is skipped
+  const ojson ids = {"first", 3, 4, 12, 6, 7, 8, 9, 10};
+  for (std::size_t i = 0; i < lines.size(); ++i) CHECK(lines[i].at("id") == ids[i]);
+
+  // The good lines, each equal to the request alone.
+  check_same_result(lines[0], run_ok_json(model + " --prompt 'The capital of France is' --max-tokens 40"));
+  check_same_result(lines[2], run_ok_json(model + " --prompt 'def add(a, b):' --n 2 --temperature 0.8 --seed 5"));
+  check_same_result(lines[3], run_ok_json(model + " --prompt Hello --max-tokens 9 --top-k 3 --temperature 1.5 --seed 9 --ignore-eos --stop zz --logprobs 2"));
+  check_same_result(lines[4], run_ok_json(model + " --chat 'What is 2 + 2?' --system 'You are terse.' --no-think --max-tokens 24"));
+  const Generation by_ids = run_json(model + " --prompt-ids 435,69,400 --max-tokens 20");
+  CHECK(ids_of(lines[5]) == by_ids.ids);
+  CHECK(lines[5].at("text") == expected_text(by_ids.ids));
+  // Every output line has the same fields; reasoning_content is null but for chat.
+  for (const std::size_t i : {0, 3, 5}) CHECK(lines[i].at("reasoning_content").is_null());
+  CHECK(lines[2].at("choices").size() == 2);
+  // The overrides took effect: 9 tokens (not the default 16), 2 alternatives per token.
+  CHECK(ids_of(lines[3]).size() == 9);
+  CHECK(lines[3].at("logprobs").size() == 9);
+  CHECK(lines[3].at("logprobs").at(0).size() == 2);
+  CHECK(ids_of(lines[5]).size() <= 20);
+  CHECK(ids_of(lines[5]).size() > 16);  // by_ids did not stop early: the line's max_tokens, not the default
+
+  // The bad lines: an error naming the line and the problem, in the output and on stderr.
+  const std::pair<std::size_t, std::string> bad[] = {{1, "'temperature' must be a number, got \"hot\""},
+                                                     {6, "request: 'max_tokens' is 0, must be >= 1"},
+                                                     {7, "not valid JSON"},
+                                                     {8, "unknown key 'bogus'"}};
+  for (const auto& [index, problem] : bad) {
+    const std::size_t number = lines[index].at("id").get<std::size_t>();
+    INFO("line " << number);
+    REQUIRE(lines[index].size() == 2);
+    const std::string error = lines[index].at("error").get<std::string>();
+    CHECK(error.starts_with("line " + std::to_string(number) + ": "));
+    CHECK(error.find(problem) != std::string::npos);
+    CHECK(r.err.find("qwen-generate: " + input + ":" + std::to_string(number) + ": error: " + problem) != std::string::npos);
+  }
+  CHECK(r.err.find("qwen-generate: 9 requests (4 failed), ") != std::string::npos);
+
+  // Without --output the same lines go to stdout.
+  const auto to_stdout = generate(model + " --input " + shell_quote(input));
+  CHECK(to_stdout.status == 1);
+  CHECK(to_stdout.out == testing::read_file(dir / "out.jsonl"));
+}
+
+TEST_CASE("generate: the engine's options change the schedule and the prefix cache, not the tokens", "[generate][text]") {
+  const std::string model = fixture_arg("dense_tied");
+  testing::ScratchDir dir("generate-engine-options");
+  const std::string input = shell_quote((dir / "requests.jsonl").string());
+  // Three lines with one 47-token prompt, and another prompt.
+  const std::string prompt = "def add(a, b): def add(a, b): def add(a, b): def add(a, b):";
+  REQUIRE(tiny_tokenizer().encode(prompt).size() == 47);
+  std::string text;
+  for (const char* p : {prompt.c_str(), "Hello", prompt.c_str(), prompt.c_str()})
+    text += ojson{{"prompt", p}, {"max_tokens", 8}}.dump() + "\n";
+  testing::write_file(dir / "requests.jsonl", text);
+  const auto run = [&](const std::string& options) {
+    const auto r = generate(model + " --input " + input + options);
+    INFO("options: " << options << "\nstderr: " << r.err);
+    REQUIRE(r.status == 0);
+    std::pair<std::vector<ojson>, std::string> out{json_lines(r.out), r.err};
+    REQUIRE(out.first.size() == 4);
+    return out;
+  };
+  const auto tokens = [](const std::vector<ojson>& lines) {
+    std::vector<std::vector<std::int64_t>> ids;
+    for (const ojson& l : lines) ids.push_back(ids_of(l));
+    return ids;
+  };
+  const auto cached = [](const std::vector<ojson>& lines) {
+    std::vector<std::int64_t> c;
+    for (const ojson& l : lines) c.push_back(l.at("usage").at("cached_prompt_tokens").get<std::int64_t>());
+    return c;
+  };
+  const auto [together, together_err] = run("");
+  // One at a time: each repeat of the prompt finds its first 32 positions (two full blocks of 16;
+  // the last prompt token is always computed) in the prefix cache.
+  const auto [one_by_one, one_err] = run(" --max-num-seqs 1");
+  CHECK(tokens(one_by_one) == tokens(together));
+  CHECK(cached(one_by_one) == std::vector<std::int64_t>{0, 0, 32, 32});
+  CHECK(one_err.find(" prompt tokens (64 from the prefix cache: ") != std::string::npos);
+  const auto [uncached, uncached_err] = run(" --max-num-seqs 1 --no-enable-prefix-caching");
+  CHECK(tokens(uncached) == tokens(together));
+  CHECK(cached(uncached) == std::vector<std::int64_t>{0, 0, 0, 0});
+  CHECK(uncached_err.find(" prompt tokens (0 from the prefix cache: 0.0%)") != std::string::npos);
+  // Prompts prefilled 5 tokens a step.
+  CHECK(tokens(run(" --max-num-batched-tokens 5").first) == tokens(together));
+  // The summary is the only thing on stderr, and counts every prompt token.
+  CHECK(together_err.starts_with("qwen-generate: 4 requests (0 failed), " + std::to_string(47 * 3 + tiny_tokenizer().encode("Hello").size()) +
+                                 " prompt tokens ("));
+  CHECK(std::count(together_err.begin(), together_err.end(), '\n') == 1);
+}
+
+TEST_CASE("generate: --stop ends the text before the stop string, also across a token boundary", "[generate][text]") {
+  const std::string args = fixture_arg("dense_tied") + " --prompt 'def add(a, b):' --max-tokens 32 --ignore-eos";
+  const ojson greedy = run_ok_json(args);
+  const std::vector<std::int64_t> ids = ids_of(greedy);
+  const std::string text = greedy.at("text").get<std::string>();
+  // A stop string of 4 printable bytes straddling the end of the k-th token's text, found first there.
+  std::string stop;
+  std::size_t at = 0;
+  for (std::size_t k = 1; k < ids.size() && stop.empty(); ++k) {
+    const std::string prefix = expected_text({ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k)});
+    if (prefix.size() < 2 || prefix.size() + 2 > text.size() || !text.starts_with(prefix)) continue;
+    const std::string candidate = text.substr(prefix.size() - 2, 4);
+    if (std::all_of(candidate.begin(), candidate.end(), [](char c) { return c >= 0x20 && c < 0x7f && c != '\''; }) &&
+        text.find(candidate) == prefix.size() - 2)
+      stop = candidate, at = prefix.size() - 2;
+  }
+  INFO("text '" << text << "' stop '" << stop << "'");
+  REQUIRE(!stop.empty());
+  // The tokens run until the first one whose text completes the match.
+  std::size_t needed = 1;
+  while (expected_text({ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(needed)}).find(stop) == std::string::npos) ++needed;
+
+  const ojson j = run_ok_json(args + " --stop=" + shell_quote(stop));
+  CHECK(j.at("text") == text.substr(0, at));
+  CHECK(j.at("finish_reason") == "stop");
+  CHECK(ids_of(j) == std::vector<std::int64_t>(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(needed)));
+  const auto streamed = generate(args + " --stop=" + shell_quote(stop));
+  CHECK(streamed.out == text.substr(0, at));
+  // Of two stop strings the earlier match wins, whatever the order given.
+  const std::string later = text.substr(at + 4, 3);
+  CHECK(run_ok_json(args + " --stop=" + shell_quote(later) + " --stop=" + shell_quote(stop)).at("text") == text.substr(0, at));
+}
+
+TEST_CASE("generate: --kv-cache-memory takes bytes and units, and caps the context", "[generate][text]") {
+  // dense_tied keeps 2 layers x 2 (K, V) x 1 KV head x 128 x 4 bytes = 2048 bytes a position:
+  // a block of 16 positions is 32768 bytes, and the context is capped at the pool's positions.
+  const std::string run = fixture_arg("dense_tied") + " --prompt-ids 435,69,400,67,67,7,64,11,266,8,25 --max-tokens 32";
+  const std::pair<std::string, std::string> capped[] = {{"64K", "context length 32"},
+                                                        {"0.0625MiB", "context length 32"},
+                                                        {"65536", "context length 32"},
+                                                        {"64KB", "context length 16"},
+                                                        {"40000", "context length 16"}};
+  for (const auto& [size, message] : capped) {
+    INFO("size " << size);
+    const auto r = generate(run + " --kv-cache-memory " + size);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("the prompt (11 tokens) plus max_tokens 32 exceed the " + message) != std::string::npos);
+  }
+  const Generation roomy = run_json(run + " --kv-cache-memory 96KiB --ignore-eos");  // 3 blocks: 48 positions
+  CHECK(roomy.ids == run_json(run + " --ignore-eos").ids);
+}
+
+TEST_CASE("generate: bad text-form input is an error with exit status 1", "[generate][text]") {
+  const std::string model = fixture_arg("dense_tied");
+  testing::ScratchDir no_template("generate-no-template", testing::golden_checkpoint("dense_tied"));
+  std::filesystem::remove(no_template / "tokenizer_config.json");
+  testing::ScratchDir no_tokenizer("generate-no-tokenizer", testing::golden_checkpoint("dense_tied"));
+  std::filesystem::remove(no_tokenizer / "tokenizer.json");
+  const std::pair<std::string, std::string> cases[] = {
+      {model + " --prompt x --prompt-ids 1", "give only one of --prompt-ids, --prompt, --chat and --input (2 given)"},
+      {model + " --chat x --input /dev/null --prompt y", "(3 given)"},
+      {model + " --prompt x --system s", "--system goes with --chat"},
+      {model + " --prompt x --no-think", "--no-think goes with --chat"},
+      {model + " --prompt x --output o.jsonl", "--output goes with --input"},
+      {model + " --prompt x --kv-cache-memory 12Q", "--kv-cache-memory: '12Q' is not a size"},
+      {model + " --prompt x --kv-cache-memory 1.5", "--kv-cache-memory: '1.5' is not a size"},
+      {model + " --prompt x --kv-cache-memory -3", "--kv-cache-memory: '-3' is not a size"},
+      {model + " --prompt x --kv-cache-memory 0", "--kv-cache-memory: '0' must be at least 1 byte"},
+      {model + " --prompt x --kv-cache-memory 1000", "a KV cache of 1000 bytes holds no block of 16 positions"},
+      {model + " --input /nonexistent/requests.jsonl", "/nonexistent/requests.jsonl: file not found"},
+      {model + " --prompt x --n 0", "request: 'n' is 0, must be in [1, 128]"},
+      {model + " --prompt x --stop ''", "request: 'stop[0]' is empty"},
+      {model + " --prompt ''", "request: the prompt is empty"},
+      {model + " --prompt x --max-num-seqs 0", "engine: max_num_seqs is 0, must be >= 1"},
+      {model + " --prompt x --max-num-batched-tokens 0", "engine: max_num_batched_tokens is 0, must be >= 1"},
+      {model + " --prompt x --max-model-len 600", "engine: max_model_len 600 exceeds the model's max_position_embeddings 512"},
+      {model + " --prompt x --logit-bias 5", "--logit-bias: '5' is not ID=BIAS"},
+      {model + " --prompt x --temperature 0.5 --top-p 2", "sampling parameter 'top_p' is 2, must be in (0, 1]"},
+      {model_arg(no_template.path()) + " --chat hi",
+       "--chat needs the checkpoint's chat template: " + (no_template / "tokenizer_config.json").string() + ": file not found"},
+      {model_arg(no_tokenizer.path()) + " --prompt hi", "request: a text prompt needs a tokenizer, and this engine has none"},
+  };
+  for (const auto& [args, message] : cases) {
+    INFO("args: " << args);
+    const auto r = generate(args);
+    INFO("stderr: " << r.err);
+    REQUIRE(r.exited);
+    CHECK(r.status == 1);
+    CHECK(r.err.starts_with("qwen-generate: error: "));
+    CHECK(r.err.find(message) != std::string::npos);
+    CHECK(r.out.empty());
+  }
+  // Without a tokenizer the token-id form still runs (and prints no text).
+  CHECK(run_json(model_arg(no_tokenizer.path()) + " --prompt-ids 435,69,400 --max-tokens 4").ids.size() == 4);
 }

@@ -1,213 +1,300 @@
-// qwen-generate (first form): generation from token ids on the CPU backend, with the Sampler.
-//   qwen-generate --model DIR --prompt-ids 1,2,3 [--max-tokens N] [--json] [--logprobs K]
-//                 [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--presence-penalty X]
-//                 [--frequency-penalty X] [--repetition-penalty R] [--min-tokens N] [--seed S]
-//                 [--use-generation-config] [--ignore-eos] [--threads N]
+// qwen-generate: offline generation on the engine (CPU backend, continuous batching).
+//   qwen-generate --model DIR --prompt TEXT            a completion, streamed to stdout
+//   qwen-generate --model DIR --chat TEXT [--system TEXT] [--no-think]
+//                                                      one user turn through the chat template:
+//                                                      the answer on stdout, reasoning on stderr
+//   qwen-generate --model DIR --input FILE.jsonl [--output FILE.jsonl]
+//                                                      one request per line, all run together
+//   qwen-generate --model DIR --prompt-ids 1,2,3       token ids in, token ids out
+// with [--json] [--max-tokens N] [--n N] [--stop STR]... [--logprobs K] [--ignore-eos]
+//      [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--presence-penalty X]
+//      [--frequency-penalty X] [--repetition-penalty R] [--min-tokens N] [--seed S]
+//      [--logit-bias ID=BIAS]... [--use-generation-config]
+//      [--threads N] [--max-num-seqs N] [--max-num-batched-tokens N] [--kv-cache-memory SIZE]
+//      [--max-model-len N] [--no-enable-prefix-caching]
 //
-// Sampling parameters (meanings and valid ranges: docs/sampler.md; this tool: docs/generate.md):
-//   - default: greedy (temperature 0), every filter and penalty off, as the first form was;
-//   - --use-generation-config: start from the checkpoint's generation_config.json instead: the
-//     sampler's defaults (temperature 1, filters off) replaced by each of temperature, top_k,
-//     top_p, min_p, repetition_penalty the file states; "do_sample": false (or absent) means
-//     greedy, as in transformers. A checkpoint without the file is an error;
-//   - every option given on the command line overrides both.
-// --temperature 0 is exactly greedy: the argmax of the (penalised) logits, ties to the lower id.
-// The random stream is Philox keyed by --seed (Sampler::admit_seed draws one when it is absent
-// and the run samples; it is then printed on stderr so the run can be replayed): the same seed,
-// prompt, options and checkpoint give the same tokens.
-//
-// With --json it prints one object:
-//   {"token_ids": [...], "logprobs": [[[id, logprob], ... K pairs], ... one list per generated token]}
-// where the K pairs are the K most likely tokens of the model's raw distribution (log-softmax
-// of the logits, before penalties, temperature or filters), best first; ties go to the lower id.
-// Generation stops at --max-tokens, or at an end-of-sequence id (generation_config.json /
-// config.json; they are the sampler's stop_token_ids, which --min-tokens masks) unless
-// --ignore-eos. Any problem, bad parameter values included (named with their value, e.g.
-// "sampling parameter 'top_p' is 1.5, must be in (0, 1]"): the error on stderr, exit status 1.
-#include <algorithm>
-#include <charconv>
+// docs/generate.md describes every option, the output of each form, the JSONL format and the
+// exit status. In short:
+//   - sampling is greedy unless --use-generation-config (the checkpoint's generation_config.json)
+//     or an option says otherwise; an unseeded sampled run of a single prompt prints its drawn
+//     seed on stderr ("qwen-generate: seed N"), and --seed N replays it;
+//   - generation stops at --max-tokens, an end-of-sequence id (config.json's and
+//     generation_config.json's, unless --ignore-eos) or a --stop string;
+//   - --prompt-ids prints the ids on one line, or with --json {"token_ids", "logprobs"}, as the
+//     first form of the tool did; the text forms with --json print one object with the text,
+//     reasoning_content (chat), content, tool_calls, token_ids, finish_reason and usage;
+//   - any problem: "qwen-generate: error: ..." on stderr, exit status 1. With --input a bad line
+//     is an error line in the output (and on stderr) and the other lines still run; the exit
+//     status is then 1.
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
+#include <fstream>
+#include <functional>
 #include <iostream>
 #include <optional>
-#include <set>
-#include <span>
-#include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
-#include <qwen/backend/cpu.hpp>
-#include <qwen/model/forward.hpp>
+#include <qwen/chat/chat_template.hpp>
+#include <qwen/engine/llm.hpp>
 #include <qwen/qwen.hpp>
-#include <qwen/sampling/sampler.hpp>
+
+#include "console.hpp"
+#include "jsonl.hpp"
+#include "options.hpp"
+#include "results.hpp"
 
 namespace {
 
-// The command line as given; an empty optional is an option the user did not pass.
-struct Options {
-  std::filesystem::path model;
-  std::string prompt_ids;
-  int max_tokens = 16;
-  int logprobs = 0;
-  bool json = false;
-  bool ignore_eos = false;
-  unsigned threads = 0;
-  bool use_generation_config = false;
-  std::optional<double> temperature, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty;
-  std::optional<int> top_k, min_tokens;
-  std::optional<std::string> seed;  // parsed by parse_seed: CLI11 would wrap "-1" to 2^64 - 1
+using namespace generate;
+namespace engine = qwen::engine;
+
+// What the tool needs of an LLM, free of its model type: everything below compiles once, not
+// once per type of qwen::ToolModels.
+struct Session {
+  std::function<engine::RequestId(engine::Request, std::function<void(const engine::RequestOutput&)>)> submit;
+  std::function<bool()> step;
+  std::function<engine::EngineStats()> stats;
+  const std::optional<qwen::io::GenerationConfig>* generation = nullptr;
+  std::int64_t vocab_size = 0;
+  std::int64_t max_position_embeddings = 0;
 };
 
-std::vector<std::int32_t> parse_ids(const std::string& text) {
-  std::vector<std::int32_t> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    std::size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
+// ---- the single-prompt forms ----
+
+ordered_json chat_json(const Options& opt) {
+  ordered_json messages = ordered_json::array();
+  if (opt.system) messages.push_back({{"role", "system"}, {"content", *opt.system}});
+  messages.push_back({{"role", "user"}, {"content", *opt.chat}});
+  ordered_json request = {{"messages", std::move(messages)}};
+  if (opt.no_think) request["chat_template_kwargs"] = {{"enable_thinking", false}};
+  return request;
+}
+
+// The --prompt-ids form's output, unchanged from the tool's first form (one choice per line, or
+// per element of "choices" with --n > 1).
+void print_ids(const engine::RequestResult& result, bool json) {
+  if (json) {
+    const auto one = [](const engine::Choice& c) { return ordered_json{{"token_ids", token_ids(c)}, {"logprobs", logprobs_json(c)}}; };
+    ordered_json out;
+    if (result.choices.size() == 1) {
+      out = one(result.choices[0]);
+    } else {
+      out = {{"choices", ordered_json::array()}};
+      for (const engine::Choice& c : result.choices) out["choices"].push_back(one(c));
     }
-    if (used == 0 || used != item.size() || v < 0 || v > INT32_MAX)
-      throw qwen::InvalidArgument("--prompt-ids: '" + item + "' is not a token id (expected comma-separated non-negative integers)");
-    ids.push_back(static_cast<std::int32_t>(v));
+    write_out(stdout, dump_line(out));
+    return;
   }
-  if (ids.empty()) throw qwen::InvalidArgument("--prompt-ids: the prompt is empty");
-  return ids;
+  for (const engine::Choice& c : result.choices) {
+    std::string line;
+    for (std::size_t i = 0; i < c.tokens.size(); ++i) {
+      if (i) line += ',';
+      line += std::to_string(c.tokens[i].id);
+    }
+    write_out(stdout, line + "\n");
+  }
 }
 
-// A decimal integer in [0, 2^64), the whole text.
-std::uint64_t parse_seed(const std::string& text) {
-  std::uint64_t seed = 0;
-  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), seed);
-  if (text.empty() || error != std::errc() || end != text.data() + text.size())
-    throw qwen::InvalidArgument("--seed: '" + text + "' is not a seed (expected an integer in [0, 2^64))");
-  return seed;
+int run_single(const Options& opt, PromptForm form, Session& s) {
+  engine::Request request;
+  engine::GenerationParams params = base_params(opt, *s.generation, form);
+  if (form == PromptForm::ids) {
+    std::vector<std::int32_t> ids = parse_ids(*opt.prompt_ids);
+    for (std::size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] >= s.vocab_size)
+        throw qwen::InvalidArgument(qwen::detail::cat("--prompt-ids: token id ", ids[i], " at index ", i, " is outside the vocabulary [0, ",
+                                                      s.vocab_size, ")"));
+    if (static_cast<std::int64_t>(ids.size()) + opt.max_tokens > s.max_position_embeddings)
+      throw qwen::InvalidArgument(qwen::detail::cat("the prompt (", ids.size(), " tokens) plus --max-tokens ", opt.max_tokens,
+                                                    " exceeds max_position_embeddings ", s.max_position_embeddings));
+    request = engine::token_request(std::move(ids), std::move(params));
+  } else if (form == PromptForm::text) {
+    request = engine::text_request(*opt.prompt, std::move(params));
+  } else {
+    request = engine::chat_request(chat_json(opt), std::move(params));
+  }
+  engine::validate_generation_params(request.params, s.vocab_size);  // before the seed is reported
+  qwen::sampling::SamplingParams& sampling = request.params.sampling;
+  if (!sampling.seed && !sampling.greedy()) {
+    sampling.seed = qwen::sampling::Sampler::admit_seed(sampling);
+    std::cerr << "qwen-generate: seed " << *sampling.seed << "\n";
+  }
+
+  const bool stream = !opt.json && form != PromptForm::ids;
+  std::optional<StreamPrinter> printer;
+  if (stream) printer.emplace(opt.n, is_terminal(STDOUT_FILENO), is_terminal(STDERR_FILENO));
+  std::optional<engine::RequestResult> result;
+  s.submit(std::move(request), [&](const engine::RequestOutput& out) {
+    if (printer) printer->add(out.delta);
+    if (out.result) result = *out.result;
+  });
+  while (s.step()) {
+  }
+  if (!result) throw qwen::Error("the request ended without a result");
+  if (const std::string error = request_error(*result); !error.empty()) throw qwen::Error(error);
+  if (form == PromptForm::ids) {
+    print_ids(*result, opt.json);
+  } else if (opt.json) {
+    ordered_json out = ordered_json::object();
+    append_result(out, *result, {.reasoning_content = form == PromptForm::chat, .logprobs = opt.logprobs > 0});
+    write_out(stdout, dump_line(out));
+  }
+  return 0;
 }
 
-// The request's sampling parameters: the tool's default (greedy) or the checkpoint's
-// generation_config.json (--use-generation-config), then the options given; see the header.
-// stop_ids: the end-of-sequence ids, empty with --ignore-eos.
-qwen::sampling::SamplingParams sampling_params(const Options& opt, const std::optional<qwen::io::GenerationConfig>& generation,
-                                               const std::set<std::int64_t>& stop_ids) {
-  qwen::sampling::SamplingParams p;
-  p.temperature = 0;
-  if (opt.use_generation_config) {
-    if (!generation)
-      throw qwen::InvalidArgument("--use-generation-config: " + (opt.model / "generation_config.json").string() +
-                                  " does not exist");
-    p.temperature = generation->do_sample ? generation->temperature.value_or(1.0) : 0.0;
-    p.top_k = generation->top_k.value_or(p.top_k);
-    p.top_p = generation->top_p.value_or(p.top_p);
-    p.min_p = generation->min_p.value_or(p.min_p);
-    p.repetition_penalty = generation->repetition_penalty.value_or(p.repetition_penalty);
+// ---- --input ----
+
+struct RawLine {
+  std::size_t number = 0;
+  std::string text;
+};
+
+// The non-empty lines of a JSONL file (a trailing \r removed).
+std::vector<RawLine> read_input_lines(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw qwen::IoError(path.string() + ": file not found");
+  if (std::filesystem::is_directory(path, ec)) throw qwen::IoError(path.string() + ": is a directory, not a JSONL file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw qwen::IoError(path.string() + ": cannot open: " + std::strerror(errno));
+  std::vector<RawLine> lines;
+  std::string text;
+  for (std::size_t number = 1; std::getline(in, text); ++number) {
+    if (!text.empty() && text.back() == '\r') text.pop_back();
+    if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
+    lines.push_back({number, std::move(text)});
   }
-  p.temperature = opt.temperature.value_or(p.temperature);
-  p.top_k = opt.top_k.value_or(p.top_k);
-  p.top_p = opt.top_p.value_or(p.top_p);
-  p.min_p = opt.min_p.value_or(p.min_p);
-  p.presence_penalty = opt.presence_penalty.value_or(p.presence_penalty);
-  p.frequency_penalty = opt.frequency_penalty.value_or(p.frequency_penalty);
-  p.repetition_penalty = opt.repetition_penalty.value_or(p.repetition_penalty);
-  p.min_tokens = opt.min_tokens.value_or(p.min_tokens);
-  if (opt.seed) p.seed = parse_seed(*opt.seed);
-  p.logprobs = opt.logprobs;
-  for (const std::int64_t id : stop_ids) {
-    // Ids beyond int32 cannot be a token of any vocabulary; validate() names those inside int32
-    // but outside this model's vocabulary.
-    if (id > INT32_MAX) throw qwen::InvalidArgument("end-of-sequence id " + std::to_string(id) + " is not a token id");
-    p.stop_token_ids.push_back(static_cast<std::int32_t>(id));
+  if (in.bad()) throw qwen::IoError(path.string() + ": read failed");
+  return lines;
+}
+
+int run_input(const Options& opt, Session& s, const std::vector<RawLine>& raw, std::FILE* out) {
+  struct Job {
+    InputLine line;
+    std::int64_t budget = 0;  // tokens it may still generate (n x max_tokens at first)
+    bool done = false;
+    std::string output;       // its output line, once done
+  };
+  const engine::GenerationParams defaults = base_params(opt, *s.generation, PromptForm::input);
+  std::vector<Job> jobs;
+  jobs.reserve(raw.size());
+  for (const RawLine& r : raw) jobs.push_back({parse_input_line(r.text, r.number, defaults), 0, false, {}});
+
+  const std::string file = opt.input->string();
+  Progress progress(is_terminal(STDERR_FILENO), jobs.size());
+  std::size_t done = 0, failed = 0, written = 0;
+  std::int64_t budget_left = 0;
+  const auto fail = [&](Job& job, const std::string& error) {
+    progress.clear();
+    std::cerr << "qwen-generate: " << file << ":" << job.line.number << ": error: " << error << std::endl;
+    job.output = dump_line({{"id", job.line.id}, {"error", qwen::detail::cat("line ", job.line.number, ": ", error)}});
+    ++failed;
+  };
+  const auto write_ready = [&] {
+    for (; written < jobs.size() && jobs[written].done; ++written) {
+      if (out == stdout) progress.clear();
+      write_out(out, jobs[written].output);
+    }
+  };
+  const auto finished = [&](Job& job, const engine::RequestResult* result) {
+    if (result) {
+      if (const std::string error = request_error(*result); !error.empty()) {
+        fail(job, error);
+      } else {
+        ordered_json line = {{"id", job.line.id}};
+        append_result(line, *result, {.reasoning_content = true, .logprobs = job.line.request->params.sampling.logprobs.value_or(0) > 0});
+        job.output = dump_line(line);
+      }
+    }
+    budget_left -= job.budget;
+    job.budget = 0;
+    job.done = true;
+    ++done;
+    write_ready();
+  };
+
+  for (Job& job : jobs) {
+    if (!job.line.request) {
+      fail(job, job.line.error);
+      finished(job, nullptr);
+      continue;
+    }
+    const engine::GenerationParams& p = job.line.request->params;
+    job.budget = std::int64_t{p.n} * p.max_tokens.value_or(0);
+    try {
+      s.submit(*job.line.request, [&, j = &job](const engine::RequestOutput& o) {
+        const auto generated = static_cast<std::int64_t>(o.delta.tokens.size());
+        j->budget -= generated;
+        budget_left -= generated;
+        if (o.result) finished(*j, o.result);
+      });
+      budget_left += job.budget;
+    } catch (const qwen::Error& e) {
+      fail(job, e.what());
+      finished(job, nullptr);
+    }
   }
-  return p;
+  while (s.step()) progress.update(done, s.stats().generated_tokens, budget_left);
+  progress.update(done, s.stats().generated_tokens, budget_left, true);
+  progress.clear();
+
+  const engine::EngineStats stats = s.stats();
+  const double seconds = progress.seconds();
+  char summary[512];
+  std::snprintf(summary, sizeof summary,
+                "qwen-generate: %zu requests (%zu failed), %lld prompt tokens (%lld from the prefix cache: %.1f%%), "
+                "%lld generated tokens in %.2f s (%.1f tok/s)\n",
+                jobs.size(), failed, static_cast<long long>(stats.prompt_tokens), static_cast<long long>(stats.prompt_tokens_cached),
+                stats.prompt_tokens ? 100.0 * static_cast<double>(stats.prompt_tokens_cached) / static_cast<double>(stats.prompt_tokens) : 0.0,
+                static_cast<long long>(stats.generated_tokens), seconds,
+                seconds > 0 ? static_cast<double>(stats.generated_tokens) / seconds : 0.0);
+  write_out(stderr, summary);
+  return failed > 0 ? 1 : 0;
 }
 
 template <class Model>
-int generate(const Options& opt, const qwen::io::ModelConfig& config) {
-  const auto loaded = qwen::load_checkpoint<Model>(opt.model, config);
-  const std::vector<std::int32_t> prompt = parse_ids(opt.prompt_ids);
-  const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + opt.max_tokens;
-  if (total > config.max_position_embeddings)
-    throw qwen::InvalidArgument("the prompt (" + std::to_string(prompt.size()) + " tokens) plus --max-tokens " +
-                                std::to_string(opt.max_tokens) + " exceeds max_position_embeddings " +
-                                std::to_string(config.max_position_embeddings));
-  std::set<std::int64_t> eos;
-  if (!opt.ignore_eos) {
-    eos.insert(config.eos_token_ids.begin(), config.eos_token_ids.end());
-    if (loaded.generation) eos.insert(loaded.generation->eos_token_ids.begin(), loaded.generation->eos_token_ids.end());
-  }
-  const qwen::sampling::SamplingParams params = sampling_params(opt, loaded.generation, eos);
-  qwen::sampling::validate(params, Model::vocab_size);  // before the prompt is run (sample() checks again)
-  const std::uint64_t seed = qwen::sampling::Sampler::admit_seed(params);
-  if (!params.seed && !params.greedy()) std::cerr << "qwen-generate: seed " << seed << "\n";
-
-  // The prompt is run in chunks of at most `chunk` tokens (the forward pass's buffers are sized
-  // for its largest step), then one token per step.
-  constexpr int block = 16;
-  constexpr std::int64_t chunk = 512;
-  qwen::CpuBackend backend(opt.threads);
-  const int kv_blocks = static_cast<int>((total + block - 1) / block);
-  qwen::Qwen3Forward<Model, qwen::CpuBackend, block> model(
-      loaded.weights, config, backend,
-      {.max_tokens = std::min<std::int64_t>(chunk, std::max<std::int64_t>(1, static_cast<std::int64_t>(prompt.size()))),
-       .max_sequences = 1, .kv_blocks = kv_blocks, .max_logit_rows = 1});
-  qwen::BlockManager<block> books(kv_blocks);
-  qwen::StepPlan plan;
-  qwen::sampling::Sampler sampler;
-  const int seq = books.add_sequence();
-  std::vector<std::int32_t> generated;
-  std::vector<std::vector<qwen::sampling::TokenLogprob>> logprobs;
-  std::vector<float> logits;  // [1, vocab]: the last position's logits
-  std::vector<std::int32_t> input = prompt;
-  int position = 0;
-  auto run = [&](std::span<const std::int32_t> tokens, qwen::Logits wanted) {
-    const qwen::SequenceChunk step{seq, position, tokens, wanted};
-    qwen::plan_step(books, std::span(&step, 1), model.limits(), plan);
-    model.run(plan, logits);
-    position += static_cast<int>(tokens.size());
+int run_model(const Options& opt, PromptForm form, const engine::LLMOptions& options, const std::vector<RawLine>& input, std::FILE* out) {
+  engine::LLM<Model> llm(opt.model, options);
+  auto& e = llm.engine();
+  Session s{
+      .submit = [&e](engine::Request r, std::function<void(const engine::RequestOutput&)> callback) {
+        return e.submit(std::move(r), std::move(callback));
+      },
+      .step = [&e] { return e.step(); },
+      .stats = [&e] { return e.stats(); },
+      .generation = &llm.checkpoint().generation,
+      .vocab_size = Model::vocab_size,
+      .max_position_embeddings = llm.checkpoint().config.max_position_embeddings,
   };
-  while (static_cast<int>(generated.size()) < opt.max_tokens) {
-    std::span<const std::int32_t> rest(input);
-    for (; static_cast<std::int64_t>(rest.size()) > chunk; rest = rest.subspan(chunk)) run(rest.first(chunk), qwen::Logits::none);
-    run(rest, qwen::Logits::last);
-    qwen::sampling::SampleResult next = sampler.sample(logits, {&params, seed, prompt, generated});
-    generated.push_back(next.token);
-    logprobs.push_back(std::move(next.top_logprobs));
-    if (next.stop) break;
-    input.assign(1, next.token);
-  }
-
-  if (opt.json) {
-    nlohmann::json out = {{"token_ids", generated}, {"logprobs", nlohmann::json::array()}};
-    for (const auto& step : logprobs) {
-      nlohmann::json pairs = nlohmann::json::array();
-      for (const auto& [id, lp] : step) pairs.push_back({id, static_cast<double>(lp)});
-      out["logprobs"].push_back(pairs);
-    }
-    std::cout << out.dump() << "\n";
-  } else {
-    for (std::size_t i = 0; i < generated.size(); ++i) std::cout << (i ? "," : "") << generated[i];
-    std::cout << "\n";
-  }
-  return 0;
+  return form == PromptForm::input ? run_input(opt, s, input, out) : run_single(opt, form, s);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   Options opt;
-  CLI::App app("qwen-generate: generation from token ids (CPU backend); greedy unless told otherwise");
+  CLI::App app("qwen-generate: offline generation on the engine (CPU backend); greedy unless told otherwise");
   app.add_option("--model", opt.model, "checkpoint directory as downloaded from Hugging Face")->required();
-  app.add_option("--prompt-ids", opt.prompt_ids, "prompt token ids, comma-separated")->required();
-  app.add_option("--max-tokens", opt.max_tokens, "tokens to generate")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--prompt", opt.prompt, "a completion of this text, streamed to stdout");
+  app.add_option("--chat", opt.chat, "one user message through the chat template: the answer on stdout, reasoning on stderr");
+  app.add_option("--system", opt.system, "with --chat: a system message before it");
+  app.add_flag("--no-think", opt.no_think, "with --chat: chat_template_kwargs enable_thinking false");
+  app.add_option("--input", opt.input, "a JSONL file of requests, one per line, run together (docs/generate.md)");
+  app.add_option("--output", opt.output, "with --input: the JSONL results (default: stdout)");
+  app.add_option("--prompt-ids", opt.prompt_ids, "prompt token ids, comma-separated; prints token ids");
+  app.add_option("--max-tokens", opt.max_tokens, "tokens to generate at most (default 16)")->check(CLI::Range(1, 1 << 20));
+  app.add_option("--n", opt.n, "completions of the prompt (choice i samples with seed + i)");
+  app.add_option("--stop", opt.stop, "stop string (repeatable); the output ends before it")->allow_extra_args(false);
   app.add_option("--logprobs", opt.logprobs, "top alternatives of the raw distribution to report per generated token (0..20)");
-  app.add_flag("--json", opt.json, "print a JSON object with token_ids and logprobs");
+  app.add_flag("--json", opt.json, "print one JSON object at the end instead of streaming");
   app.add_flag("--ignore-eos", opt.ignore_eos, "do not stop at end-of-sequence tokens");
-  app.add_option("--threads", opt.threads, "worker threads (0 = all cores)");
   app.add_flag("--use-generation-config", opt.use_generation_config,
                "start from generation_config.json's sampling parameters instead of greedy");
   app.add_option("--temperature", opt.temperature, "0 = greedy (the default); > 0 samples");
@@ -217,8 +304,18 @@ int main(int argc, char** argv) {
   app.add_option("--presence-penalty", opt.presence_penalty, "subtracted once from each generated token's logit, in [-2, 2]");
   app.add_option("--frequency-penalty", opt.frequency_penalty, "subtracted per occurrence in the output, in [-2, 2]");
   app.add_option("--repetition-penalty", opt.repetition_penalty, "> 0; prompt and output tokens: l > 0 ? l / r : l * r");
-  app.add_option("--min-tokens", opt.min_tokens, "end-of-sequence ids are masked until this many tokens are generated");
+  app.add_option("--min-tokens", opt.min_tokens, "end-of-sequence ids and stop strings wait until this many tokens are generated");
   app.add_option("--seed", opt.seed, "64-bit seed of the random stream (default: drawn, printed on stderr)");
+  app.add_option("--logit-bias", opt.logit_bias, "ID=BIAS: add BIAS (in [-100, 100]) to token ID's logit (repeatable)")
+      ->allow_extra_args(false);
+  app.add_option("--threads", opt.threads, "worker threads (0 = all cores)");
+  app.add_option("--max-num-seqs", opt.max_num_seqs, "sequences running at once (default 64)");
+  app.add_option("--max-num-batched-tokens", opt.max_num_batched_tokens, "tokens in one forward step (default 512)");
+  app.add_option("--kv-cache-memory", opt.kv_cache_memory,
+                 "KV cache size: bytes, or with K/M/G/T (= KiB/MiB/GiB/TiB) or KB/MB/GB/TB (default: enough for "
+                 "--max-num-seqs full contexts, at most half the available memory)");
+  app.add_option("--max-model-len", opt.max_model_len, "context length (default: max_position_embeddings, capped by the KV cache)");
+  app.add_flag("--no-enable-prefix-caching", opt.no_prefix_caching, "do not reuse the KV of prompt prefixes computed before");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -226,9 +323,28 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : 1;
   }
   try {
+    const PromptForm form = prompt_form(opt);
+    const engine::LLMOptions options = llm_options(opt);
+    std::vector<RawLine> input;
+    if (form == PromptForm::input) input = read_input_lines(*opt.input);
     if (!std::filesystem::is_directory(opt.model)) throw qwen::IoError(opt.model.string() + ": not a directory");
+    if (form == PromptForm::chat) {
+      try {
+        (void)qwen::chat::ChatTemplate::from_directory(opt.model);
+      } catch (const qwen::Error& e) {
+        throw qwen::InvalidArgument(std::string("--chat needs the checkpoint's chat template: ") + e.what());
+      }
+    }
+    std::FILE* out = stdout;
+    if (opt.output) {
+      out = std::fopen(opt.output->c_str(), "w");
+      if (!out) throw qwen::IoError(opt.output->string() + ": cannot open for writing: " + std::strerror(errno));
+    }
     const qwen::io::ModelConfig config = qwen::io::read_checkpoint_config(opt.model);
-    return qwen::dispatch_model<qwen::ToolModels>(config, [&]<class Model>() { return generate<Model>(opt, config); });
+    const int status = qwen::dispatch_model<qwen::ToolModels>(
+        config, [&]<class Model>() { return run_model<Model>(opt, form, options, input, out); });
+    if (out != stdout && std::fclose(out) != 0) throw qwen::IoError(opt.output->string() + ": write failed");
+    return status;
   } catch (const std::exception& e) {
     std::cerr << "qwen-generate: error: " << e.what() << "\n";
     return 1;
