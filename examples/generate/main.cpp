@@ -34,6 +34,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -43,28 +44,34 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <qwen/chat/chat_template.hpp>
-#include <qwen/engine/llm.hpp>
-#include <qwen/qwen.hpp>
+#include <qwen/engine/any_llm.hpp>
 
 #include "console.hpp"
 #include "jsonl.hpp"
 #include "options.hpp"
 #include "results.hpp"
+#include "tool_models.hpp"
 
 namespace {
 
 using namespace generate;
 namespace engine = qwen::engine;
 
-// What the tool needs of an LLM, free of its model type: everything below compiles once, not
-// once per type of qwen::ToolModels.
+// The loaded checkpoint, whatever its model type (examples/common/tool_models.hpp: the per-type
+// code is compiled once in the qwen-tool-models library); everything below compiles once.
 struct Session {
-  std::function<engine::RequestId(engine::Request, std::function<void(const engine::RequestOutput&)>)> submit;
-  std::function<bool()> step;
-  std::function<engine::EngineStats()> stats;
-  const std::optional<qwen::io::GenerationConfig>* generation = nullptr;
-  std::int64_t vocab_size = 0;
-  std::int64_t max_position_embeddings = 0;
+  explicit Session(engine::AnyLLM& llm)
+      : engine(llm.engine()), generation(&llm.generation()), vocab_size(llm.engine().vocab_size()),
+        max_position_embeddings(llm.config().max_position_embeddings) {}
+  engine::RequestId submit(engine::Request r, std::function<void(const engine::RequestOutput&)> callback) {
+    return engine.submit(std::move(r), std::move(callback));
+  }
+  bool step() { return engine.step(); }
+  [[nodiscard]] engine::EngineStats stats() const { return engine.stats(); }
+  engine::Engine<16>& engine;
+  const std::optional<qwen::io::GenerationConfig>* generation;
+  std::int64_t vocab_size;
+  std::int64_t max_position_embeddings;
 };
 
 // ---- the single-prompt forms ----
@@ -259,20 +266,9 @@ int run_input(const Options& opt, Session& s, const std::vector<RawLine>& raw, s
   return failed > 0 ? 1 : 0;
 }
 
-template <class Model>
 int run_model(const Options& opt, PromptForm form, const engine::LLMOptions& options, const std::vector<RawLine>& input, std::FILE* out) {
-  engine::LLM<Model> llm(opt.model, options);
-  auto& e = llm.engine();
-  Session s{
-      .submit = [&e](engine::Request r, std::function<void(const engine::RequestOutput&)> callback) {
-        return e.submit(std::move(r), std::move(callback));
-      },
-      .step = [&e] { return e.step(); },
-      .stats = [&e] { return e.stats(); },
-      .generation = &llm.checkpoint().generation,
-      .vocab_size = Model::vocab_size,
-      .max_position_embeddings = llm.checkpoint().config.max_position_embeddings,
-  };
+  const std::unique_ptr<engine::AnyLLM> llm = qwen_tools::load_model(opt.model, options);
+  Session s(*llm);
   return form == PromptForm::input ? run_input(opt, s, input, out) : run_single(opt, form, s);
 }
 
@@ -340,9 +336,7 @@ int main(int argc, char** argv) {
       out = std::fopen(opt.output->c_str(), "w");
       if (!out) throw qwen::IoError(opt.output->string() + ": cannot open for writing: " + std::strerror(errno));
     }
-    const qwen::io::ModelConfig config = qwen::io::read_checkpoint_config(opt.model);
-    const int status = qwen::dispatch_model<qwen::ToolModels>(
-        config, [&]<class Model>() { return run_model<Model>(opt, form, options, input, out); });
+    const int status = run_model(opt, form, options, input, out);
     if (out != stdout && std::fclose(out) != 0) throw qwen::IoError(opt.output->string() + ": write failed");
     return status;
   } catch (const std::exception& e) {

@@ -222,7 +222,7 @@ class Engine {
                                               std::int64_t{kv_blocks_} * BlockSize)),
         books_(kv_blocks_) {
     if (model_->limits().max_sequences < options_.max_num_seqs || model_->limits().max_tokens < options_.max_num_batched_tokens ||
-        model_->limits().max_logit_rows < options_.max_num_seqs)
+        model_->limits().max_logit_rows < std::min<std::int64_t>(options_.max_num_seqs, options_.max_num_batched_tokens))
       throw_error<InvalidArgument>("engine: the step model was built for smaller steps than the options ask for");
     for (const std::int64_t id : text_.eos_token_ids) {
       if (id < 0 || id >= vocab_)
