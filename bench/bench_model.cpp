@@ -68,6 +68,52 @@ void BM_Decode(benchmark::State& state) {
   state.counters["tokens_per_second"] = static_cast<double>(state.iterations()) / seconds;
 }
 
+// One decode step of `state.range(0)` sequences at once, each after a 128-token context: what
+// the engine's steps cost once every running request decodes. tokens_per_second counts the
+// step's tokens; bandwidth_fraction the weight bytes (read once per step) over the probe.
+template <class Model>
+void BM_DecodeBatch(benchmark::State& state) {
+  auto& b = bench_for<Model>();
+  constexpr int context = 128;
+  const int batch = static_cast<int>(state.range(0));
+  const int blocks_each = (context + 1 + 15) / 16;
+  Qwen3Forward<Model, CpuBackend, 16> model(
+      b.weights, b.config, b.backend,
+      {.max_tokens = context, .max_sequences = batch, .kv_blocks = batch * blocks_each, .max_logit_rows = batch});
+  BlockManager<16> books(batch * blocks_each);
+  StepPlan plan;
+  std::vector<float> logits;
+  std::vector<int> seqs;
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (int s = 0; s < batch; ++s) {
+    seqs.push_back(books.add_sequence());
+    auto& prompt = prompts.emplace_back(context);
+    for (int i = 0; i < context; ++i) prompt[static_cast<std::size_t>(i)] = (i * 7919 + s * 104729) % Model::vocab_size;
+    const SequenceChunk warm{seqs.back(), 0, prompt, Logits::none};
+    plan_step(books, std::span(&warm, 1), model.limits(), plan);
+    model.run(plan, logits);
+  }
+  const std::vector<std::int32_t> tokens(static_cast<std::size_t>(batch), 42);
+  std::vector<SequenceChunk> step;
+  for (int s = 0; s < batch; ++s)  // rewrites position 128 of every sequence each time
+    step.push_back({seqs[static_cast<std::size_t>(s)], context, std::span(tokens).subspan(static_cast<std::size_t>(s), 1), Logits::last});
+  double seconds = 0;
+  const double bandwidth = bench::bracket_probe([&] { return bench::read_bandwidth(b.backend.pool()); }, [&] {
+    for (auto _ : state) {
+      const auto t0 = std::chrono::steady_clock::now();
+      plan_step(books, std::span<const SequenceChunk>(step), model.limits(), plan);
+      model.run(plan, logits);
+      benchmark::DoNotOptimize(logits.data());
+      seconds += bench::seconds_since(t0);
+    }
+  });
+  const double iterations = static_cast<double>(state.iterations());
+  const double flops = 2.0 * (b.linear_params + static_cast<double>(Model::vocab_size) * Model::hidden_size) * batch;
+  state.counters["tokens_per_second"] = batch * iterations / seconds;
+  state.counters["flops_per_second"] = flops * iterations / seconds;
+  state.counters["bandwidth_fraction"] = static_cast<double>(b.bytes_per_token) * iterations / seconds / bandwidth;
+}
+
 template <class Model>
 void BM_Prefill(benchmark::State& state) {
   auto& b = bench_for<Model>();
@@ -111,6 +157,7 @@ using SmallFp8 = Qwen3<Dense, 0.6_B, fp8>;
 }  // namespace
 
 BENCHMARK(BM_Decode<Small>)->Name("Decode/0.6B")->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_DecodeBatch<Small>)->Name("DecodeBatch/0.6B")->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Prefill<Small>)->Name("Prefill/0.6B")->Arg(512)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK(BM_Decode<SmallFp8>)->Name("Decode/0.6B-FP8")->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Decode<Medium>)->Name("Decode/1.7B")->Unit(benchmark::kMillisecond)->MinTime(3);
