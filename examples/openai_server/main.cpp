@@ -66,6 +66,9 @@ int main(int argc, char** argv) {
   try {
     config = qwen::io::read_checkpoint_config(options.model);
     model_type = model_type_name(config);
+    if (options.max_model_len > config.max_position_embeddings)
+      throw qwen::InvalidArgument("--max-model-len " + std::to_string(options.max_model_len) + " exceeds the model's max_position_embeddings " +
+                                  std::to_string(config.max_position_embeddings));
   } catch (const std::exception& e) {
     std::fprintf(stderr, "qwen-serve: %s\n", e.what());
     return 1;

@@ -29,6 +29,31 @@ using json = nlohmann::ordered_json;
 // OpenAI's default max_tokens for /v1/completions (chat has none: up to the context length).
 inline constexpr int default_completion_max_tokens = 16;
 
+// Objects and arrays nest at most this deep in a request body (a tool's JSON schema may be deep;
+// the chat template renders tools recursively, so there is a bound).
+inline constexpr int max_body_depth = 64;
+
+// The request body as JSON, keys in the client's order (tools are rendered in it). 400 for text
+// that is not JSON (invalid UTF-8 included), a NUL byte, or nesting deeper than max_body_depth.
+[[nodiscard]] inline json parse_request_body(std::string_view text) {
+  if (text.find('\0') != std::string_view::npos) throw bad_request("the request body contains a NUL byte");
+  int depth = 0;
+  const json::parser_callback_t limit_depth = [&depth](int, json::parse_event_t event, json&) {
+    if (event == json::parse_event_t::object_start || event == json::parse_event_t::array_start) {
+      if (++depth > max_body_depth)
+        throw bad_request("the request body nests objects and arrays deeper than " + std::to_string(max_body_depth) + " levels");
+    } else if (event == json::parse_event_t::object_end || event == json::parse_event_t::array_end) {
+      --depth;
+    }
+    return true;
+  };
+  try {
+    return json::parse(text, limit_depth);
+  } catch (const json::parse_error& e) {
+    throw bad_request(std::string("the request body is not valid JSON: ") + e.what());
+  }
+}
+
 // The field `key`, or nullptr when it is absent or null.
 [[nodiscard]] inline const json* field(const json& body, std::string_view key) {
   const auto it = body.find(key);

@@ -34,7 +34,6 @@
 #include <qwen/chat/chat_template.hpp>
 #include <qwen/chat/request.hpp>
 #include <qwen/core/error.hpp>
-#include <qwen/io/json_file.hpp>
 
 #include "api_error.hpp"
 #include "exchange.hpp"
@@ -126,8 +125,6 @@ class ApiServer {
       send_error(res, e);
     } catch (const qwen::InvalidArgument& e) {  // the engine's and the chat parser's checks of client values
       send_error(res, bad_request(e.what(), param_of_library_message(e.what())));
-    } catch (const qwen::FormatError& e) {  // the body is not JSON
-      send_error(res, bad_request(e.what()));
     } catch (const nlohmann::json::exception& e) {  // a JSON value of an unexpected type
       send_error(res, bad_request(std::string("bad value in the request: ") + e.what()));
     } catch (const std::exception& e) {
@@ -153,9 +150,7 @@ class ApiServer {
     return *host;
   }
 
-  [[nodiscard]] static json parse_body(const Request& req) {
-    return qwen::io::parse_json_strict<json>(req.body, "request body", "body");
-  }
+  [[nodiscard]] static json parse_body(const Request& req) { return parse_request_body(req.body); }
 
   void check_model_name(const json& body) const {
     if (!body.is_object()) return;

@@ -340,6 +340,13 @@ def check_tools(server):
     assert not m.tool_calls and r.choices[0].finish_reason in ("stop", "length")
     content, _, finish, _ = stream_chat(client, **kw)
     assert content[0] == m.content and finish[0] == r.choices[0].finish_reason
+    # A tool whose parameters nest 12 levels deep (the body 20) is taken.
+    deep = {"type": "string"}
+    for _ in range(6):
+        deep = {"type": "object", "properties": {"inner": deep}}
+    deep_tool = {"type": "function", "function": {"name": "deep", "parameters": deep}}
+    r = client.chat.completions.create(model=NAME, messages=messages, max_tokens=2, tools=[deep_tool])
+    assert r.usage.prompt_tokens > plain
     none = client.chat.completions.create(tool_choice="none", **kw)
     assert none.usage.prompt_tokens == plain, "tool_choice none still showed the tools to the model"
     auto = client.chat.completions.create(tool_choice="auto", **kw)
@@ -445,6 +452,7 @@ def bad_requests():
         ("POST", chat, '"text"', 400, None),
         ("POST", chat, b'{"messages": "\xff"}', 400, None),
         ("POST", chat, "[" * 5000 + "]" * 5000, 400, None),
+        ("POST", chat, b'{"messages": [{"role": "user", "content": "a\x00"}]}', 400, None),
         ("POST", chat, '{"messages": "\\ud800"}', 400, None),
         ("POST", chat, {"model": NAME}, 400, "messages"),
         ("POST", chat, c(messages="hi"), 400, "messages"),
@@ -580,10 +588,10 @@ def check_limits_and_shutdown(exe, model):
         # One long stream fills the single sequence slot; another request gets 503 + Retry-After.
         conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
         conn.request("POST", "/v1/chat/completions", body=json.dumps(
-            {"model": NAME, "messages": chat_messages(), "max_tokens": 400, "ignore_eos": True, "stream": True}),
+            {"model": NAME, "messages": chat_messages(), "max_tokens": 440, "ignore_eos": True, "stream": True}),
             headers={"Content-Type": "application/json", "Authorization": "Bearer sekret"})
         r = conn.getresponse()
-        assert r.status == 200
+        assert r.status == 200, (r.status, r.read())
         assert r.readline().startswith(b"data: ")
         s, headers, raw = server.request("POST", "/v1/completions", body, {"Authorization": "Bearer sekret"})
         assert s == 503 and "retry-after" in headers and json.loads(raw)["error"]["code"] == "overloaded", (s, raw)
