@@ -26,6 +26,9 @@ namespace qwen_serve {
 
 using json = nlohmann::ordered_json;
 
+// Prompts in one /v1/completions request (each becomes an engine request).
+inline constexpr std::size_t max_prompts_per_request = 1024;
+
 // OpenAI's default max_tokens for /v1/completions (chat has none: up to the context length).
 inline constexpr int default_completion_max_tokens = 16;
 
@@ -310,6 +313,10 @@ struct CompletionCall {
     add_text(*prompt);
   } else if (prompt->is_array()) {
     if (prompt->empty()) throw bad_request("'prompt' is an empty list", "prompt");
+    if (prompt->size() > max_prompts_per_request && !prompt->front().is_number())
+      throw bad_request("'prompt' has " + std::to_string(prompt->size()) + " prompts, at most " + std::to_string(max_prompts_per_request) +
+                            " are allowed",
+                        "prompt");
     const json& first = prompt->front();
     if (first.is_number()) {
       add_ids(*prompt, "prompt");

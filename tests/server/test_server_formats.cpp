@@ -216,6 +216,8 @@ TEST_CASE("completion request translation", "[server]") {
   CHECK(api_error_of([] { (void)read_completion_request({{"prompt", "x"}, {"echo", true}, {"logprobs", 1}}, {}); }).param() == "echo");
   CHECK(api_error_of([] { (void)read_completion_request({{"prompt", json::array({1, "x"})}}, {}); }).param() == "prompt[1]");
   CHECK(api_error_of([] { (void)read_completion_request(json::array(), {}); }).status() == 400);
+  CHECK(api_error_of([] { (void)read_completion_request({{"prompt", json(std::vector<std::string>(1025, "a"))}}, {}); }).param() == "prompt");
+  CHECK(read_completion_request({{"prompt", json(std::vector<int>(2000, 1))}}, {}).requests.size() == 1);  // token ids are one prompt
 }
 
 TEST_CASE("the field a library message names", "[server]") {
