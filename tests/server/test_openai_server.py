@@ -388,7 +388,27 @@ def check_cancel_on_disconnect(server):
     assert generated < 400, f"the request ran to the end ({generated} tokens) although its client left"
 
 
-def check_load(server, clients=16, per_client=4):
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def check_load(server):
+    """Two rounds of 64 concurrent streaming clients x 7 requests (448 requests each): no errors,
+    well-formed streams, the engine idle afterwards, and the resident memory flat across rounds."""
+    before = server.metrics()["qwen_preemptions_total"]
+    load_round(server, 64, 7)
+    assert server.metrics()["qwen_preemptions_total"] > before, "no preemption under load: the test meant to cause some"
+    first = rss_kib(server.proc.pid)
+    load_round(server, 64, 7)
+    second = rss_kib(server.proc.pid)
+    assert second - first < 4096, f"resident memory grew from {first} KiB to {second} KiB over a second round"
+
+
+def load_round(server, clients, per_client):
     """Concurrent streaming clients, every third request abandoned after two events."""
     errors = []
     done = [0, 0]
@@ -617,7 +637,9 @@ def main():
               check_logprobs, check_seed, check_stop, check_thinking, check_tools, check_tokenize, check_bad_requests,
               check_cancel_on_disconnect, check_load]
     failed = []
-    server = Server(exe, model, "--served-model-name", NAME, "--threads", "2")
+    # A KV cache of 128 blocks (2,048 positions): the load rounds touch all of it in the first
+    # round (so resident memory can be compared), and 64 clients at once preempt one another.
+    server = Server(exe, model, "--served-model-name", NAME, "--threads", "2", "--kv-cache-memory", "4M")
     try:
         for check in checks:
             t0 = time.time()
