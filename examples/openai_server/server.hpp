@@ -81,7 +81,8 @@ class ApiServer {
   [[nodiscard]] ModelHost* model() const noexcept { return ready_.load(std::memory_order_acquire) ? host_.get() : nullptr; }
 
   // Shutdown, step 1: refuse new work (503) and abort every request in flight; their streams
-  // end with finish_reason "abort". Returns once none is left, or after `grace`.
+  // end with finish_reason "abort". Returns once no request is left and every stream has written
+  // its end, or after `grace`.
   void abort_all(std::chrono::milliseconds grace) {
     stopping_.store(true);
     std::list<std::shared_ptr<Exchange>> active;
@@ -94,7 +95,7 @@ class ApiServer {
       loop_->wake();
     }
     std::unique_lock lock(active_mutex_);
-    active_changed_.wait_for(lock, grace, [&] { return active_.empty(); });
+    active_changed_.wait_for(lock, grace, [&] { return active_.empty() && open_streams_ == 0; });
   }
   // Shutdown, step 2: close the listening socket; listen() returns once open connections end.
   void stop_listening() { http_.stop(); }
@@ -235,6 +236,16 @@ class ApiServer {
     return false;
   }
 
+  // A streamed response has written its end (or its client left): shutdown may close the socket,
+  // which would cut a stream short.
+  void stream_ended() {
+    {
+      std::lock_guard lock(active_mutex_);
+      --open_streams_;
+    }
+    active_changed_.notify_all();
+  }
+
   // The streamed response: `format(arrival)` gives an arrival's events; at the end the usage event
   // (when asked) and [DONE].
   template <class Format, class Usage>
@@ -252,10 +263,14 @@ class ApiServer {
     auto st = std::make_shared<State>(State{std::move(ex), std::move(format), std::move(usage_event), include_usage, {}, std::nullopt, false, 0});
     ServeEngine* engine = &host_->engine();
     EngineLoop* loop = loop_.get();
+    {
+      std::lock_guard lock(active_mutex_);
+      ++open_streams_;
+    }
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [st, engine, loop](std::size_t, httplib::DataSink& sink) {
+        [this, st, engine, loop](std::size_t, httplib::DataSink& sink) {
           Exchange::Taken taken = st->ex->take(std::chrono::milliseconds(250));
           std::string out;
           for (const Arrival& a : taken.arrivals) {
@@ -279,13 +294,17 @@ class ApiServer {
             loop->wake();
             return false;
           }
-          if (st->done) sink.done();
+          if (st->done) {
+            sink.done();
+            stream_ended();
+          }
           return true;
         },
-        [st, engine, loop](bool) {
+        [this, st, engine, loop](bool) {
           if (!st->done) {  // the client left, or the server stopped: the requests end
             st->ex->cancel(*engine);
             loop->wake();
+            stream_ended();
           }
         });
   }
@@ -510,6 +529,7 @@ class ApiServer {
   std::condition_variable active_changed_;
   std::list<std::shared_ptr<Exchange>> active_;  // exchanges whose requests have not all finished
   int active_sequences_ = 0;
+  int open_streams_ = 0;  // streamed responses that have not written their end
 
   std::mutex id_mutex_;
   std::mt19937_64 id_random_{std::random_device{}()};

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """qwen-serve against the official openai SDK and raw HTTP (docs/server.md, "Tests").
 
-    test_openai_server.py QWEN_SERVE MODEL_DIR
+    test_openai_server.py QWEN_SERVE MODEL_DIR [--sanitized]
 
 Starts qwen-serve on 127.0.0.1 (a free port) with the dense tied golden checkpoint (random
 weights: its text is noise, but every mechanism works on it), runs the checks, stops it with a
 signal and expects exit status 0. A second server with an API key and tiny limits covers 401, 413,
 503 and shutdown with a stream in flight. Prints SKIPPED and exits 0 when the openai package is
-missing (scripts/setup installs it in .venv). Any failed check: exit status 1.
+missing (scripts/setup installs it in .venv). Any failed check: exit status 1. --sanitized (an
+ASan build): the resident-memory check is left out (ASan's quarantine holds freed memory; its leak
+checker runs at the servers' exit instead).
 """
 import http.client
 import json
@@ -29,6 +31,7 @@ except ImportError:
 
 THINK, THINK_END, TOOL_OPEN, TOOL_CLOSE = 502, 503, 492, 493  # the golden tokenizer's ids
 NAME = "qwen-test"
+SANITIZED = "--sanitized" in sys.argv[3:]
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
                                                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                                 "required": ["city"]}}}
@@ -405,6 +408,8 @@ def check_load(server):
     first = rss_kib(server.proc.pid)
     load_round(server, 64, 7)
     second = rss_kib(server.proc.pid)
+    if SANITIZED:
+        return
     assert second - first < 4096, f"resident memory grew from {first} KiB to {second} KiB over a second round"
 
 
