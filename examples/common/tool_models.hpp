@@ -5,12 +5,19 @@
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include <qwen/engine/any_llm.hpp>
+#include <qwen/io/model_config.hpp>
 
 namespace qwen_tools {
 
 [[nodiscard]] std::unique_ptr<qwen::engine::AnyLLM> load_model(const std::filesystem::path& dir,
                                                                const qwen::engine::LLMOptions& options);
+// With config.json already read (qwen::io::read_checkpoint_config).
+[[nodiscard]] std::unique_ptr<qwen::engine::AnyLLM> load_model(const std::filesystem::path& dir, const qwen::io::ModelConfig& config,
+                                                               const qwen::engine::LLMOptions& options);
+// The compiled type `config` describes, e.g. "Qwen3<Dense, 0.6B, bf16>", reading nothing else.
+[[nodiscard]] std::string model_type_name(const qwen::io::ModelConfig& config);
 
 }  // namespace qwen_tools

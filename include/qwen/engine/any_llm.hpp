@@ -53,11 +53,22 @@ class AnyLLMOf final : public AnyLLM {
 // Loads `dir` as the type of List that its config.json describes (ConfigError naming the closest
 // type and the differing fields when none does).
 template <class List>
-[[nodiscard]] std::unique_ptr<AnyLLM> load_any_llm(const std::filesystem::path& dir, const LLMOptions& options = {}) {
-  io::ModelConfig config = io::read_checkpoint_config(dir);
+[[nodiscard]] std::unique_ptr<AnyLLM> load_any_llm(const std::filesystem::path& dir, const io::ModelConfig& config,
+                                                   const LLMOptions& options = {}) {
   return dispatch_model<List>(config, [&]<class Model>() -> std::unique_ptr<AnyLLM> {
     return std::make_unique<AnyLLMOf<Model>>(dir, config, options);
   });
+}
+template <class List>
+[[nodiscard]] std::unique_ptr<AnyLLM> load_any_llm(const std::filesystem::path& dir, const LLMOptions& options = {}) {
+  return load_any_llm<List>(dir, io::read_checkpoint_config(dir), options);
+}
+
+// The name of the type of List that `config` describes (e.g. "Qwen3<Dense, 0.6B, bf16>"), without
+// loading anything; ConfigError as load_any_llm.
+template <class List>
+[[nodiscard]] std::string model_type_name(const io::ModelConfig& config) {
+  return dispatch_model<List>(config, []<class Model>() { return Model::name(); });
 }
 
 }  // namespace qwen::engine
