@@ -61,6 +61,13 @@ struct ResponseHead {
           {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens}}}};
 }
 
+// A stream's usage event (include_usage): the chunk head, no choices, the usage.
+[[nodiscard]] inline std::string usage_sse_event(json head, const qwen::engine::Usage& usage) {
+  head["choices"] = json::array();
+  head["usage"] = usage_json(usage);
+  return sse_event(head);
+}
+
 [[nodiscard]] inline qwen::engine::Usage add_usage(qwen::engine::Usage a, const qwen::engine::Usage& b) {
   a.prompt_tokens += b.prompt_tokens;
   a.completion_tokens += b.completion_tokens;
@@ -213,12 +220,7 @@ class ChatStream {
   }
 
   // The last event when include_usage: no choices, the usage.
-  [[nodiscard]] std::string usage_event(const qwen::engine::Usage& usage) const {
-    json c = head_json();
-    c["choices"] = json::array();
-    c["usage"] = usage_json(usage);
-    return sse_event(c);
-  }
+  [[nodiscard]] std::string usage_event(const qwen::engine::Usage& usage) const { return usage_sse_event(head_json(), usage); }
 
  private:
   struct State {
@@ -281,12 +283,7 @@ class CompletionStream {
     return out;
   }
 
-  [[nodiscard]] std::string usage_event(const qwen::engine::Usage& usage) const {
-    json c = head_json();
-    c["choices"] = json::array();
-    c["usage"] = usage_json(usage);
-    return sse_event(c);
-  }
+  [[nodiscard]] std::string usage_event(const qwen::engine::Usage& usage) const { return usage_sse_event(head_json(), usage); }
 
  private:
   [[nodiscard]] json head_json() const {

@@ -392,13 +392,20 @@ class ApiServer {
     return card;
   }
 
-  void tokenize(const Request& req, Response& res) {
-    const json body = parse_body(req);
+  // /tokenize and /detokenize: the body as an object, naming this model if any, and the
+  // ready model's tokenizer.
+  std::pair<json, const qwen::tokenizer::Tokenizer*> tokenizer_request(const Request& req) {
+    json body = parse_body(req);
     if (!body.is_object()) throw bad_request("the request body must be a JSON object");
     check_model_name(body);
-    ModelHost& host = ready_model();
-    const qwen::tokenizer::Tokenizer* tok = host.tokenizer();
+    const qwen::tokenizer::Tokenizer* tok = ready_model().tokenizer();
     if (!tok) throw bad_request("this model has no tokenizer (tokenizer.json)");
+    return {std::move(body), tok};
+  }
+
+  void tokenize(const Request& req, Response& res) {
+    const auto [body, tok] = tokenizer_request(req);
+    ModelHost& host = ready_model();
     std::string text;
     if (field(body, "messages")) {
       if (!host.chat_template()) throw bad_request("this model has no chat template", "messages");
@@ -419,12 +426,7 @@ class ApiServer {
   }
 
   void detokenize(const Request& req, Response& res) {
-    const json body = parse_body(req);
-    if (!body.is_object()) throw bad_request("the request body must be a JSON object");
-    check_model_name(body);
-    ModelHost& host = ready_model();
-    const qwen::tokenizer::Tokenizer* tok = host.tokenizer();
-    if (!tok) throw bad_request("this model has no tokenizer (tokenizer.json)");
+    const auto [body, tok] = tokenizer_request(req);
     const json* tokens = field(body, "tokens");
     if (!tokens) throw bad_request("'tokens' is missing", "tokens");
     if (!tokens->is_array()) throw bad_request("'tokens' must be a list of token ids", "tokens");
