@@ -21,6 +21,7 @@
 #include <qwen/model/registry.hpp>
 
 #include "counting_allocator.hpp"
+#include "forward_reference.hpp"
 #include "golden_fixtures.hpp"
 
 using namespace qwen;
@@ -28,54 +29,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr int block = 16;
+constexpr int block = testing::forward_block;
 constexpr int prompts = 4;
-
-struct Reference {
-  std::vector<std::int32_t> ids;
-  std::vector<float> logits;  // [ids.size(), vocab]
-  std::vector<std::int32_t> greedy;
-};
+using testing::argmax;
+using testing::Reference;
+using testing::Runner;
 
 std::vector<Reference> read_reference(std::string_view fixture) {
-  const auto file = io::SafetensorsFile::open(fs::path(QWEN_GOLDEN_DIR) / "reference" / (std::string(fixture) + ".safetensors"));
-  std::vector<Reference> refs;
-  for (int p = 0; p < prompts; ++p) {
-    const std::string prefix = "prompt" + std::to_string(p) + ".";
-    Reference r;
-    const TensorView ids = file.view(prefix + "input_ids");
-    const TensorView greedy = file.view(prefix + "greedy");
-    const TensorView logits = file.view(prefix + "logits");
-    for (std::int64_t i = 0; i < ids.numel(); ++i) r.ids.push_back(static_cast<std::int32_t>(ids.as<std::int64_t>(DType::I64)[i]));
-    for (std::int64_t i = 0; i < greedy.numel(); ++i)
-      r.greedy.push_back(static_cast<std::int32_t>(greedy.as<std::int64_t>(DType::I64)[i]));
-    const float* l = logits.as<float>(DType::F32);
-    r.logits.assign(l, l + logits.numel());
-    refs.push_back(std::move(r));
-  }
-  return refs;
+  return testing::read_reference(fs::path(QWEN_GOLDEN_DIR) / "reference" / (std::string(fixture) + ".safetensors"), prompts);
 }
-
-std::int32_t argmax(const float* row, std::int64_t n) {
-  return static_cast<std::int32_t>(std::max_element(row, row + n) - row);
-}
-
-// A forward pass with its books: plan_step + run, as an engine drives it.
-template <class Model>
-struct Runner {
-  Runner(const Weights<Model>& weights, const io::ModelConfig& config, CpuBackend& backend, int kv_blocks, std::int64_t max_tokens = 256)
-      : model(weights, config, backend, {.max_tokens = max_tokens, .max_sequences = 8, .kv_blocks = kv_blocks, .max_logit_rows = max_tokens}),
-        books(kv_blocks) {}
-  void step(std::span<const SequenceChunk> chunks, std::vector<float>& logits) {
-    plan_step(books, chunks, model.limits(), plan);
-    model.run(plan, logits);
-    books.check_invariants();
-  }
-  void step(const SequenceChunk& chunk, std::vector<float>& logits) { step(std::span(&chunk, 1), logits); }
-  Qwen3Forward<Model, CpuBackend, block> model;
-  BlockManager<block> books;
-  StepPlan plan;
-};
 
 // Runs f with the loaded model of a golden fixture: f.template operator()<Model>(weights, config).
 template <class F>
@@ -97,29 +59,7 @@ TEST_CASE("forward: logits and greedy continuations equal transformers' on every
     with_fixture(fixture.name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
       static_assert(BackendFor<CpuBackend, Model, block>);
       Runner<Model> run(weights, config, backend, 64);
-      for (int p = 0; p < prompts; ++p) {
-        INFO("fixture " << fixture.name << ", prompt " << p);
-        const Reference& ref = refs[static_cast<std::size_t>(p)];
-        const int seq = run.books.add_sequence();
-        std::vector<float> logits(ref.logits.size(), NAN);
-        run.step({seq, 0, ref.ids, Logits::all}, logits);
-        REQUIRE(logits.size() == ref.logits.size());
-        const auto [lo, hi] = std::minmax_element(ref.logits.begin(), ref.logits.end());
-        const double tolerance = 1e-4 * (*hi - *lo);
-        double worst = 0;
-        for (std::size_t i = 0; i < logits.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(logits[i]) - ref.logits[i]));
-        INFO("max |logit - reference| = " << worst << ", tolerance " << tolerance);
-        CHECK(worst <= tolerance);
-
-        // Greedy: the argmax of the last prompt position, then one decode step per token.
-        std::vector<std::int32_t> generated{argmax(logits.data() + logits.size() - Model::vocab_size, Model::vocab_size)};
-        while (generated.size() < ref.greedy.size()) {
-          run.step({seq, run.books.length(seq), std::span(&generated.back(), 1), Logits::last}, logits);
-          generated.push_back(argmax(logits.data(), Model::vocab_size));
-        }
-        CHECK(generated == ref.greedy);
-        run.books.free_sequence(seq);
-      }
+      testing::check_against_reference(run, refs, fixture.name);
     });
   }
 }

@@ -267,7 +267,16 @@ def fixed_seed(seed: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def train_tokenizer(qwen_dir: Path, out_dir: Path) -> PreTrainedTokenizerFast:
+def train_tokenizer(qwen_dir: Path, out_dir: Path, corpus: list[str] | None = None,
+                    learned_vocab: int = LEARNED_VOCAB, vocab_size: int = VOCAB_SIZE) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE of `learned_vocab` tokens on `corpus` (default: build_corpus()) with
+    Qwen3's normalizer, pre-tokenizer, decoder and post-processor, append Qwen3's 26 added tokens
+    (ids learned_vocab..learned_vocab+25, at most vocab_size) and write tokenizer.json and
+    tokenizer_config.json (Qwen3's own, chat template included, added-token ids remapped) to out_dir.
+    models/demo/train.py reuses it with its own corpus and sizes."""
+    if corpus is None:
+        corpus = build_corpus()
+    assert learned_vocab + N_ADDED <= vocab_size, (learned_vocab, vocab_size)
     qwen_tok = json.loads((qwen_dir / "tokenizer.json").read_text(encoding="utf-8"))
     qwen_cfg = json.loads((qwen_dir / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert len(qwen_tok["added_tokens"]) == N_ADDED, len(qwen_tok["added_tokens"])
@@ -284,18 +293,18 @@ def train_tokenizer(qwen_dir: Path, out_dir: Path) -> PreTrainedTokenizerFast:
     tok.decoder = decoders.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     tok.post_processor = processors.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)
     trainer = trainers.BpeTrainer(
-        vocab_size=LEARNED_VOCAB,
+        vocab_size=learned_vocab,
         min_frequency=2,
         show_progress=False,
         special_tokens=[],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tok.train_from_iterator(build_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus, trainer=trainer)
     trained = json.loads(tok.to_str())
     vocab = trained["model"]["vocab"]
     merges = trained["model"]["merges"]
-    assert len(vocab) == LEARNED_VOCAB, f"trainer produced {len(vocab)} tokens, wanted {LEARNED_VOCAB}"
-    assert sorted(vocab.values()) == list(range(LEARNED_VOCAB))
+    assert len(vocab) == learned_vocab, f"trainer produced {len(vocab)} tokens, wanted {learned_vocab}"
+    assert sorted(vocab.values()) == list(range(learned_vocab))
 
     # Assemble tokenizer.json from Qwen3's own file: everything but the learned vocab/merges and
     # the added-token ids is copied verbatim.
@@ -303,7 +312,7 @@ def train_tokenizer(qwen_dir: Path, out_dir: Path) -> PreTrainedTokenizerFast:
     tj["model"]["vocab"] = vocab
     tj["model"]["merges"] = merges
     for i, at in enumerate(tj["added_tokens"]):
-        at["id"] = LEARNED_VOCAB + i
+        at["id"] = learned_vocab + i
     base = Tokenizer.from_str(json.dumps(tj, ensure_ascii=False))
 
     # Wrap it the way transformers does and let transformers write the files.
@@ -344,7 +353,7 @@ def train_tokenizer(qwen_dir: Path, out_dir: Path) -> PreTrainedTokenizerFast:
     q_ids = sorted(int(k) for k in qwen_cfg["added_tokens_decoder"])
     assert q_ids == [at["id"] for at in qwen_tok["added_tokens"]]
     cfg["added_tokens_decoder"] = {
-        str(LEARNED_VOCAB + i): qwen_cfg["added_tokens_decoder"][str(q)] for i, q in enumerate(q_ids)}
+        str(learned_vocab + i): qwen_cfg["added_tokens_decoder"][str(q)] for i, q in enumerate(q_ids)}
     (out_dir / "tokenizer_config.json").write_text(
         json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -358,18 +367,18 @@ def train_tokenizer(qwen_dir: Path, out_dir: Path) -> PreTrainedTokenizerFast:
     assert saved["model"]["vocab"] == vocab and saved["model"]["merges"] == merges
     assert len(saved["added_tokens"]) == N_ADDED
     for i, (a, b) in enumerate(zip(saved["added_tokens"], qwen_tok["added_tokens"])):
-        bb = dict(b, id=LEARNED_VOCAB + i)
+        bb = dict(b, id=learned_vocab + i)
         assert a == bb, (a, bb)
     for i, at in enumerate(saved["added_tokens"]):
         v = cfg["added_tokens_decoder"][str(at["id"])]
         assert v["content"] == at["content"] and v["special"] == at["special"]
 
     reloaded = AutoTokenizer.from_pretrained(str(out_dir))
-    assert len(reloaded) == LEARNED_VOCAB + N_ADDED <= VOCAB_SIZE
+    assert len(reloaded) == learned_vocab + N_ADDED <= vocab_size
     assert reloaded.eos_token == "<|im_end|>" and reloaded.pad_token == "<|endoftext|>"
     assert reloaded.bos_token is None
     raw = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-    for text in build_corpus()[:50] + [PROMPT0, PROMPT1, PROMPT3, "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>"]:
+    for text in corpus[:50] + [PROMPT0, PROMPT1, PROMPT3, "<|im_start|>user\nhi<|im_end|>\n<think>\n\n</think>"]:
         assert reloaded.encode(text, add_special_tokens=False) == raw.encode(text).ids, text
         assert reloaded(text)["input_ids"] == raw.encode(text).ids, text
     return reloaded
