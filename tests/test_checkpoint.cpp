@@ -236,7 +236,7 @@ TEST_CASE("checkpoint: every broken checkpoint directory is reported", "[safeten
     write_file(index_path, valid + std::string("\0{\"weight_map\": {}}", 19));
     format_error({where, "NUL byte at offset " + std::to_string(valid.size())});
     write_file(index_path, R"({"metadata": )" + std::string(1000, '[') + std::string(1000, ']') + "}");
-    format_error({where, "JSON nests deeper than 16 levels"});
+    format_error({where, "JSON nests deeper than 256 levels"});
     write_file(index_path, valid);
     fs::resize_file(index_path, kMaxJsonFileBytes + 1);
     format_error({where, "above the limit of 67108864 bytes (64 MiB)"});

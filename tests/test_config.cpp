@@ -539,7 +539,7 @@ TEST_CASE("config: every JSON file goes through the strict parser: depth, NUL, s
   // Deep nesting used to overflow the stack (recursive dump in the error message).
   std::string deep = base;
   deep.replace(deep.find("1024,"), 4, std::string(200000, '[') + std::string(200000, ']'));
-  CHECK_THAT(config_error(deep), Catch::StartsWith(path) && Catch::Contains("JSON nests deeper than 16 levels"));
+  CHECK_THAT(config_error(deep), Catch::StartsWith(path) && Catch::Contains("JSON nests deeper than 256 levels"));
   // nlohmann's parser stops at a NUL byte: text after one would be ignored.
   CHECK_THAT(config_error(base + std::string("\0garbage", 8)),
              Catch::StartsWith(path) && Catch::Contains("NUL byte at offset " + std::to_string(base.size())));
@@ -560,8 +560,8 @@ TEST_CASE("config: every JSON file goes through the strict parser: depth, NUL, s
   write_file(dir / "config.json", base);
   write_file(dir / "generation_config.json", std::string("{\"top_k\": 20}\0", 14));
   CHECK_THROWS_WITH(io::read_generation_config(dir.path()), Catch::Contains("generation_config.json: NUL byte at offset 13"));
-  write_file(dir / "tokenizer_config.json", "{\"eos_token\": " + std::string(100, '[') + std::string(100, ']') + "}");
-  CHECK_THROWS_WITH(io::read_tokenizer_config(dir.path()), Catch::Contains("tokenizer_config.json: JSON nests deeper than 16 levels"));
+  write_file(dir / "tokenizer_config.json", "{\"eos_token\": " + std::string(300, '[') + std::string(300, ']') + "}");
+  CHECK_THROWS_WITH(io::read_tokenizer_config(dir.path()), Catch::Contains("tokenizer_config.json: JSON nests deeper than 256 levels"));
 }
 
 TEST_CASE("config: config.json that is missing, a directory, a FIFO or a bad link is an error, never a hang", "[config]") {
@@ -569,6 +569,10 @@ TEST_CASE("config: config.json that is missing, a directory, a FIFO or a bad lin
   CHECK_THROWS_WITH(io::read_model_config(dir.path()), Catch::Contains("config.json: file not found"));
   fs::create_directory(dir / "config.json");
   CHECK_THROWS_WITH(io::read_json_file(dir / "config.json"), Catch::Contains("config.json: not a regular file"));
+  CHECK_THROWS_WITH(io::read_model_config(dir.path()), Catch::Contains("config.json: not a regular file"));
+  // Named itself: the directory is the problem, not a missing config.json/config.json.
+  CHECK_THROWS_WITH(io::read_model_config(dir / "config.json"),
+                    Catch::Contains("config.json: is a directory, not the file config.json") && !Catch::Contains("config.json/config.json"));
   fs::remove(dir / "config.json");
   REQUIRE(::mkfifo((dir / "config.json").c_str(), 0600) == 0);
   CHECK_THROWS_AS(io::read_model_config(dir.path()), IoError);

@@ -298,13 +298,28 @@ TEST_CASE("generate: --use-generation-config takes the checkpoint's sampling par
   }
 }
 
+TEST_CASE("generate: --prompt-ids takes spaces around each id, as one rule", "[generate]") {
+  const std::string run = " --max-tokens 4";
+  const Generation plain = run_json(fixture_arg("dense_tied") + " --prompt-ids 479,459,256" + run);
+  CHECK(run_json(fixture_arg("dense_tied") + " --prompt-ids ' 479 ,459, 256\t'" + run).ids == plain.ids);
+  CHECK(run_json(fixture_arg("dense_tied") + " --prompt-ids '479 , 459 , 256'" + run).ids == plain.ids);
+}
+
 TEST_CASE("generate: bad input is an error with exit status 1", "[generate]") {
   const std::string model = fixture_arg("dense_tied");
   const std::pair<std::string, std::string> cases[] = {
       {model + " --prompt-ids 1,512,3 --max-tokens 2", "token id 512 at index 1 is outside the vocabulary [0, 512)"},
       {model + " --prompt-ids '' --max-tokens 2", "--prompt-ids: the prompt is empty"},
-      {model + " --prompt-ids 1,x --max-tokens 2", "--prompt-ids: 'x' is not a token id"},
-      {model + " --prompt-ids 1,-4 --max-tokens 2", "--prompt-ids: '-4' is not a token id"},
+      {model + " --prompt-ids 1,x --max-tokens 2", "--prompt-ids: item 1 'x' is not a token id"},
+      {model + " --prompt-ids 1,-4 --max-tokens 2", "--prompt-ids: item 1 '-4' is not a token id"},
+      // One rule: no sign, no empty item anywhere, spaces only around an id.
+      {model + " --prompt-ids +5 --max-tokens 2", "--prompt-ids: item 0 '+5' is not a token id"},
+      {model + " --prompt-ids 1,2, --max-tokens 2", "--prompt-ids: item 2 '' is not a token id"},
+      {model + " --prompt-ids ,1 --max-tokens 2", "--prompt-ids: item 0 '' is not a token id"},
+      {model + " --prompt-ids 1,,2 --max-tokens 2", "--prompt-ids: item 1 '' is not a token id"},
+      {model + " --prompt-ids '1 2' --max-tokens 2", "--prompt-ids: item 0 '1 2' is not a token id"},
+      {model + " --prompt-ids 2147483648 --max-tokens 2", "--prompt-ids: item 0 '2147483648' is not a token id"},
+      {model + " --prompt-ids ' , ' --max-tokens 2", "--prompt-ids: item 0 ' ' is not a token id"},
       {model + " --prompt-ids 1,2 --max-tokens 511", "plus --max-tokens 511 exceeds max_position_embeddings 512"},
       {" --model /nonexistent --prompt-ids 1 --max-tokens 2", "/nonexistent: not a directory"},
       {model + " --max-tokens 2", "--prompt-ids is required"},
@@ -324,6 +339,7 @@ TEST_CASE("generate: bad input is an error with exit status 1", "[generate]") {
       {model + " --prompt-ids 1 --seed -1", "--seed: '-1' is not a seed (expected an integer in [0, 2^64))"},
       {model + " --prompt-ids 1 --seed 18446744073709551616", "--seed: '18446744073709551616' is not a seed"},
       {model + " --prompt-ids 1 --seed 7x", "--seed: '7x' is not a seed"},
+      {model + " --prompt-ids 1 --threads 5000", "ThreadPool: 5000 threads requested, at most 1024 are supported"},
   };
   for (const auto& [args, message] : cases) {
     INFO("args: " << args);

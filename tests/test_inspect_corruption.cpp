@@ -315,12 +315,12 @@ TEST_CASE("inspect rejects deeply nested JSON in config.json and tokenizer_confi
     REQUIRE(at != std::string::npos);
     config.replace(at, 18, "\"hidden_size\": " + std::string(200000, '[') + std::string(200000, ']'));
     write_file(s.path() / "config.json", config);
-    expect_rejected(s, "config.json: JSON nests deeper than 16 levels");
+    expect_rejected(s, "config.json: JSON nests deeper than 256 levels");
   }
   {
     const ScratchDir s = copy_of("dense_tied");
     write_file(s.path() / "tokenizer_config.json", "{\"chat_template\": " + std::string(200000, '[') + std::string(200000, ']') + "}");
-    expect_rejected(s, "tokenizer_config.json: JSON nests deeper than 16 levels");
+    expect_rejected(s, "tokenizer_config.json: JSON nests deeper than 256 levels");
   }
 }
 

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <limits>
 #include <memory>
 #include <random>
@@ -34,6 +35,10 @@
 #include <qwen/core/numeric.hpp>
 #include <qwen/kernels/cpu/linear.hpp>
 #include <qwen/kernels/cpu/thread_pool.hpp>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "sanitized.hpp"
 
@@ -376,6 +381,43 @@ TEST_CASE("linear: ThreadPool runs each index once, on every pool size, and reth
     pool.parallel_for(100, 1, [&](std::int64_t begin, std::int64_t end) { total += end - begin; });
     REQUIRE(total.load() == 100);
   }
+}
+
+TEST_CASE("linear: ThreadPool refuses more than max_threads, and a thread the system refuses is an error, not a hang", "[linear]") {
+  CHECK_THROWS_WITH(cpu::ThreadPool(cpu::ThreadPool::max_threads + 1),
+                    Catch::Contains("ThreadPool: 1025 threads requested, at most 1024 are supported"));
+  if (sanitized) {
+    SUCCEED("skipped under the sanitizers: the address-space limit below would break their shadow memory");
+    return;
+  }
+  // In a child process whose address space is limited to what it uses now plus 64 MiB, thread
+  // stacks (8 MiB each by default) run out after a few threads: the pool must stop the ones it
+  // started and throw. alarm() turns a hang into a failure.
+  const pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::alarm(30);
+    std::ifstream statm("/proc/self/statm");
+    unsigned long pages = 0;
+    statm >> pages;
+    const rlim_t limit = pages * static_cast<rlim_t>(::sysconf(_SC_PAGESIZE)) + (64ul << 20);
+    const rlimit as{limit, limit};
+    if (::setrlimit(RLIMIT_AS, &as) != 0) ::_exit(3);
+    try {
+      cpu::ThreadPool pool(200);
+      ::_exit(4);  // all 200 started: the limit did not bite
+    } catch (const qwen::Error& e) {
+      const std::string m = e.what();
+      ::_exit(m.find("ThreadPool: 200 threads requested, but the system refused to start thread ") != std::string::npos ? 0 : 5);
+    } catch (...) {
+      ::_exit(6);
+    }
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO("child status " << status << " (exit 3: setrlimit failed, 4: no thread refused, 5: wrong message, 6: other error)");
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("linear: linear_fused computes q/k/v- and gate/up-like groups bit for bit as separate products", "[linear]") {

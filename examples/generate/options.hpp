@@ -66,23 +66,28 @@ inline PromptForm prompt_form(const Options& opt) {
   return form;
 }
 
+// --prompt-ids: decimal token ids separated by commas, each optionally surrounded by spaces or
+// tabs; no sign, no empty item (so no leading, trailing or doubled comma). Each id <= 2^31 - 1;
+// whether it is in the vocabulary is checked against the model.
 inline std::vector<std::int32_t> parse_ids(const std::string& text) {
   std::vector<std::int32_t> ids;
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    std::size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || v < 0 || v > INT32_MAX)
-      throw qwen::InvalidArgument("--prompt-ids: '" + item + "' is not a token id (expected comma-separated non-negative integers)");
+  if (text.find_first_not_of(" \t") == std::string::npos) throw qwen::InvalidArgument("--prompt-ids: the prompt is empty");
+  std::size_t begin = 0;
+  for (std::size_t index = 0;; ++index) {
+    const std::size_t comma = text.find(',', begin);
+    const std::string item = text.substr(begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    const std::size_t first = item.find_first_not_of(" \t");
+    const std::string digits = first == std::string::npos ? "" : item.substr(first, item.find_last_not_of(" \t") - first + 1);
+    std::uint32_t v = 0;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || error != std::errc() ||
+        end != digits.data() + digits.size() || v > static_cast<std::uint32_t>(INT32_MAX))
+      throw qwen::InvalidArgument("--prompt-ids: item " + std::to_string(index) + " '" + item +
+                                  "' is not a token id (expected decimal ids in [0, 2^31) separated by commas)");
     ids.push_back(static_cast<std::int32_t>(v));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
   }
-  if (ids.empty()) throw qwen::InvalidArgument("--prompt-ids: the prompt is empty");
   return ids;
 }
 

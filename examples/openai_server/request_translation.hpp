@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 #include <qwen/engine/request.hpp>
+#include <qwen/io/json_file.hpp>
 
 #include "api_error.hpp"
 
@@ -32,9 +33,9 @@ inline constexpr std::size_t max_prompts_per_request = 1024;
 // OpenAI's default max_tokens for /v1/completions (chat has none: up to the context length).
 inline constexpr int default_completion_max_tokens = 16;
 
-// Objects and arrays nest at most this deep in a request body (a tool's JSON schema may be deep;
-// the chat template renders tools recursively, so there is a bound).
-inline constexpr int max_body_depth = 64;
+// Objects and arrays nest at most this deep in a request body: the bound of every JSON text the
+// toolkit reads (a tool's JSON schema may be deep; the chat template renders tools recursively).
+inline constexpr int max_body_depth = qwen::io::kMaxJsonDepth;
 
 // The request body as JSON, keys in the client's order (tools are rendered in it). 400 for text
 // that is not JSON (invalid UTF-8 included), a NUL byte, or nesting deeper than max_body_depth.

@@ -29,6 +29,8 @@
 #include <immintrin.h>
 #endif
 
+#include "qwen/core/error.hpp"
+
 namespace qwen::kernels::cpu {
 
 class ThreadPool {
@@ -36,21 +38,27 @@ class ThreadPool {
   // How long an idle thread polls for the next call before it sleeps.
   static constexpr std::chrono::microseconds spin_time{200};
 
+  // The most threads a pool takes (more cores than any machine this toolkit targets has).
+  static constexpr unsigned max_threads = 1024;
+
   // threads = total threads including the caller; 0 = std::thread::hardware_concurrency().
+  // InvalidArgument above max_threads; Error naming how many threads started when the system
+  // refuses one (the ones already started are stopped first, so nothing is left waiting).
   explicit ThreadPool(unsigned threads = 0) {
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
-    threads = std::min(threads, max_threads);
+    if (threads > max_threads)
+      throw_error<InvalidArgument>("ThreadPool: ", threads, " threads requested, at most ", max_threads, " are supported");
     workers_.reserve(threads - 1);
-    for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
-  }
-  ~ThreadPool() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_.store(true, std::memory_order_release);
+    try {
+      for (unsigned i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+    } catch (const std::exception& e) {  // std::system_error (EAGAIN), or bad_alloc for a thread's state
+      const std::size_t running = workers_.size() + 1;  // the caller counts
+      stop_workers();
+      throw_error<Error>("ThreadPool: ", threads, " threads requested, but the system refused to start thread ", running + 1,
+                         " (", e.what(), "); ask for fewer threads");
     }
-    wake_.notify_all();
-    for (auto& w : workers_) w.join();
   }
+  ~ThreadPool() { stop_workers(); }
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
@@ -96,7 +104,17 @@ class ThreadPool {
   // load: a worker outside the call (index >= chunks) never reads task_, which the next call may
   // already be rewriting; a worker inside it holds the caller (and so task_) until it finishes.
   static constexpr unsigned chunk_bits = 16;
-  static constexpr unsigned max_threads = (1u << chunk_bits) - 1;
+  static constexpr std::uint64_t chunk_mask = (1u << chunk_bits) - 1;
+  static_assert(max_threads < (1u << chunk_bits), "a call's chunk count must fit in chunk_bits");
+
+  void stop_workers() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_.store(true, std::memory_order_release);
+    }
+    wake_.notify_all();
+    for (auto& w : workers_) w.join();
+  }
 
   struct Task {
     void (*call)(const void* fn, std::int64_t begin, std::int64_t end) = nullptr;
@@ -159,7 +177,7 @@ class ThreadPool {
       if (stopping_.load(std::memory_order_acquire)) return;
       const std::uint64_t call = call_.load(std::memory_order_acquire);
       seen = call >> chunk_bits;
-      if (index >= (call & max_threads)) continue;  // fewer chunks than workers: not part of this call
+      if (index >= (call & chunk_mask)) continue;  // fewer chunks than workers: not part of this call
       run_chunk(index);
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
         // The last chunk: the caller may be asleep on done_ (it checks pending_ under the mutex).

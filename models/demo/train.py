@@ -67,23 +67,11 @@ torch.use_deterministic_algorithms(True)
 VOCAB_SIZE = 1024
 LEARNED_VOCAB = VOCAB_SIZE - mg.N_ADDED  # 998 learned tokens, the 26 added ones get 998..1023
 
+# make_golden's dense fixture with the demo's dimensions (the rest: Qwen3's norms, RoPE, activation).
 MODEL = dict(
-    vocab_size=VOCAB_SIZE,
-    hidden_size=192,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    head_dim=64,
-    intermediate_size=512,
-    max_position_embeddings=2048,
-    rms_norm_eps=1e-6,
-    rope_theta=1000000.0,
-    hidden_act="silu",
-    attention_bias=False,
-    attention_dropout=0.0,
-    use_sliding_window=False,
-    tie_word_embeddings=True,
-    initializer_range=0.02,
+    mg.TINY_DENSE,
+    vocab_size=VOCAB_SIZE, hidden_size=192, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+    head_dim=64, intermediate_size=512, max_position_embeddings=2048, tie_word_embeddings=True, initializer_range=0.02,
 )
 
 DATA_SEED = 13

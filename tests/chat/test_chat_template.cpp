@@ -52,6 +52,21 @@ TEST_CASE("every reference conversation renders byte-identically to transformers
   CHECK(identical == renders.size());
 }
 
+TEST_CASE("a tool schema nested 255 levels deep parses and renders; deeper than the bound is refused") {
+  const ChatTemplate qwen3 = ChatTemplate::from_directory(kChatDir / "qwen3-tokenizer");
+  // Request object (1) > tools array (2) > tool (3) > function (4) > parameters (5) > nested.
+  const auto request_text = [](int nested) {
+    std::string schema = R"({"type": "string"})";
+    for (int i = 0; i < nested; ++i) schema = R"({"type": "object", "properties": {"x": )" + schema + "}}";
+    return R"({"messages": [{"role": "user", "content": "a"}], "tools": [{"type": "function", "function": {"name": "f", "parameters": )" +
+           schema + "}}]}";
+  };
+  // Each level of `properties` nesting adds two objects: 5 + 2 * 125 = 255 <= 256.
+  const std::string rendered = qwen::chat::render(request_of(request_text(125).c_str()), qwen3);
+  CHECK(rendered.find(R"("properties": {"x": {"type": "object")") != std::string::npos);
+  CHECK_THROWS_WITH(request_of(request_text(126).c_str()), Catch::Contains("JSON nests deeper than 256 levels"));
+}
+
 TEST_CASE("tojson formats values as Python's json.dumps(ensure_ascii=False)") {
   const ordered_json& values = expected_file().at("tojson");
   REQUIRE(values.size() >= 30);

@@ -40,9 +40,12 @@ namespace qwen::io {
 
 using json = nlohmann::json;
 
-// A safetensors header needs 3 levels (header object, entry object, shape array) and Qwen3's
-// tokenizer.json about 6; allow slack for unknown fields but refuse pathological nesting.
-inline constexpr int kMaxJsonDepth = 16;
+// A safetensors header needs 3 levels (header object, entry object, shape array), Qwen3's
+// tokenizer.json about 6, and a chat request's tool schemas as many as their authors nest (OpenAI
+// and transformers take deep ones). The bound is far above any real file or request and only
+// refuses pathological nesting: parsing is iterative, and what recurses later over a parsed value
+// (a dump, the chat template's tojson) stays within a few hundred frames.
+inline constexpr int kMaxJsonDepth = 256;
 // Cap on a JSON file read whole into memory. Qwen3's tokenizer.json, the largest one, is 11 MB.
 inline constexpr std::uint64_t kMaxJsonFileBytes = 64ull << 20;
 

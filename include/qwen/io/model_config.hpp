@@ -260,7 +260,7 @@ inline void read_quantization(const JsonObject& cfg, ModelConfig& out) {
 // Reads DIR/config.json (or a config.json path). A config without a dtype can only be dispatched
 // after read_checkpoint_config (io/checkpoint_config.hpp) has taken it from the tensors.
 [[nodiscard]] inline ModelConfig read_model_config(const std::filesystem::path& path) {
-  const std::filesystem::path file = file_type_at(path) == std::filesystem::file_type::directory ? path / "config.json" : path;
+  const std::filesystem::path file = file_in_dir_or_file(path, "config.json");
   return parse_model_config(read_json_file(file), file.string());
 }
 

@@ -44,4 +44,15 @@ namespace qwen::io {
   return file_type_at(path) != std::filesystem::file_type::not_found;
 }
 
+// The file a "DIR or FILE" argument names: DIR/name when `path` is a directory, else `path`
+// itself. A directory that is itself called `name` and holds no `name` (a config.json made a
+// directory by mistake) is an IoError naming it, not a search for config.json/config.json.
+[[nodiscard]] inline std::filesystem::path file_in_dir_or_file(const std::filesystem::path& path, const std::string& name) {
+  if (file_type_at(path) != std::filesystem::file_type::directory) return path;
+  const std::filesystem::path inside = path / name;
+  if (path.filename() == name && !path_exists(inside))
+    throw_error<IoError>(path.string(), ": is a directory, not the file ", name, " (give the file, or the checkpoint directory that holds it)");
+  return inside;
+}
+
 }  // namespace qwen::io

@@ -179,8 +179,7 @@ inline void parse_added_tokens(const io::JsonObject& root, TokenizerSpec& spec) 
 
 // Reads DIR/tokenizer.json, or the file itself when `path` names a file.
 [[nodiscard]] inline TokenizerSpec read_tokenizer_json(const std::filesystem::path& path) {
-  const std::filesystem::path file =
-      io::file_type_at(path) == std::filesystem::file_type::directory ? path / "tokenizer.json" : path;
+  const std::filesystem::path file = io::file_in_dir_or_file(path, "tokenizer.json");
   return parse_tokenizer_json(io::read_json_file(file), file.string());
 }
 
