@@ -80,8 +80,8 @@ inline std::vector<std::int32_t> parse_ids(const std::string& text) {
     const std::string digits = first == std::string::npos ? "" : item.substr(first, item.find_last_not_of(" \t") - first + 1);
     std::uint32_t v = 0;
     const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), v);
-    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos || error != std::errc() ||
-        end != digits.data() + digits.size() || v > static_cast<std::uint32_t>(INT32_MAX))
+    // from_chars into an unsigned type takes no sign, and fails on an empty text and on overflow.
+    if (error != std::errc() || end != digits.data() + digits.size() || v > static_cast<std::uint32_t>(INT32_MAX))
       throw qwen::InvalidArgument("--prompt-ids: item " + std::to_string(index) + " '" + item +
                                   "' is not a token id (expected decimal ids in [0, 2^31) separated by commas)");
     ids.push_back(static_cast<std::int32_t>(v));

@@ -26,6 +26,8 @@
 #include <qwen/io/safetensors.hpp>
 #include <qwen/model/qwen3.hpp>
 
+#include "../forward_reference.hpp"
+
 using namespace qwen;
 using namespace qwen::engine;
 using json = nlohmann::ordered_json;
@@ -36,23 +38,10 @@ using Model = Qwen3Model<Dense, shapes::TinyDenseTied, bf16>;
 const std::filesystem::path kCheckpoint = std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / "dense_tied";
 constexpr std::int32_t kEos = 480;  // <|im_end|>; generation_config.json adds 478
 
-struct Golden {
-  std::vector<std::int32_t> ids, greedy;
-};
-
+// transformers' golden prompts and greedy continuations for the checkpoint.
+using Golden = testing::Reference;
 std::vector<Golden> golden_prompts() {
-  const auto file = io::SafetensorsFile::open(std::filesystem::path(QWEN_GOLDEN_DIR) / "reference" / "dense_tied.safetensors");
-  std::vector<Golden> out;
-  for (int p = 0; p < 4; ++p) {
-    Golden g;
-    const TensorView ids = file.view("prompt" + std::to_string(p) + ".input_ids");
-    const TensorView greedy = file.view("prompt" + std::to_string(p) + ".greedy");
-    for (std::int64_t i = 0; i < ids.numel(); ++i) g.ids.push_back(static_cast<std::int32_t>(ids.as<std::int64_t>(DType::I64)[i]));
-    for (std::int64_t i = 0; i < greedy.numel(); ++i)
-      g.greedy.push_back(static_cast<std::int32_t>(greedy.as<std::int64_t>(DType::I64)[i]));
-    out.push_back(std::move(g));
-  }
-  return out;
+  return testing::read_reference(std::filesystem::path(QWEN_GOLDEN_DIR) / "reference" / "dense_tied.safetensors", 4);
 }
 
 LLMOptions options(int max_num_seqs = 8, std::int64_t batched = 64, std::int64_t kv_bytes = 0, bool prefix = true) {
