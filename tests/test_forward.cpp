@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <qwen/backend/cpu.hpp>
@@ -19,6 +20,7 @@
 #include <qwen/model/step.hpp>
 #include <qwen/model/load.hpp>
 #include <qwen/model/registry.hpp>
+#include <qwen/io/checkpoint_config.hpp>
 
 #include "counting_allocator.hpp"
 #include "forward_reference.hpp"
@@ -62,6 +64,22 @@ TEST_CASE("forward: logits and greedy continuations equal transformers' on every
       testing::check_against_reference(run, refs, fixture.name);
     });
   }
+}
+
+// The bundled demo model (models/demo, trained by models/demo/train.py; its reference by
+// tests/demo/make_reference.py), loaded as the tools load it: config.json -> qwen::ToolModels.
+TEST_CASE("forward: the demo checkpoint's logits and greedy continuations equal transformers'", "[forward][demo]") {
+  const fs::path dir = QWEN_DEMO_CHECKPOINT;
+  const std::vector<Reference> refs = testing::read_reference(fs::path(QWEN_DEMO_TEST_DIR) / "reference.safetensors", prompts);
+  const io::ModelConfig config = io::read_checkpoint_config(dir);
+  CpuBackend backend;
+  dispatch_model<DemoModels>(config, [&]<class Model>() {
+    static_assert(std::is_same_v<Model, Qwen3Model<Dense, shapes::Demo, bf16>>);
+    const auto loaded = load_checkpoint<Model>(dir, config);
+    Runner<Model> run(loaded.weights, config, backend, 64);
+    testing::check_against_reference(run, refs, "demo");
+  });
+  CHECK(dispatch_model<ToolModels>(config, []<class Model>() { return Model::name(); }) == "Qwen3<Dense, Demo, bf16>");
 }
 
 namespace {

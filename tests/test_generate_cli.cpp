@@ -11,6 +11,7 @@
 #include <cmath>
 #include <functional>
 #include <map>
+#include <regex>
 #include <set>
 #include <string>
 #include <vector>
@@ -23,6 +24,7 @@
 
 #include "golden_fixtures.hpp"
 #include "run_process.hpp"
+#include "sanitized.hpp"
 #include "scratch_dir.hpp"
 
 using namespace qwen;
@@ -741,4 +743,86 @@ TEST_CASE("generate: bad text-form input is an error with exit status 1", "[gene
   }
   // Without a tokenizer the token-id form still runs (and prints no text).
   CHECK(run_json(model_arg(no_tokenizer.path()) + " --prompt-ids 435,69,400 --max-tokens 4").ids.size() == 4);
+}
+
+// The bundled demo model (models/demo) on the held-out items of tests/demo/heldout.json (written by
+// models/demo/eval_reference.py: additions and cities never seen in training, with transformers'
+// greedy output for each), all run together through qwen-generate --input: the figures are printed,
+// issue 13's targets for the additions asserted, and the text must agree with transformers' item
+// for item (at least 95 %: argmax ties can flip between two correct implementations). Under the sanitizers only the
+// first 3 items of each kind run, and only the agreement with transformers is asserted.
+TEST_CASE("generate: the demo model answers the held-out questions, as transformers does", "[generate][text][demo]") {
+  const std::filesystem::path demo_dir = QWEN_DEMO_CHECKPOINT;
+  const ojson doc = ojson::parse(testing::read_file(std::filesystem::path(QWEN_DEMO_TEST_DIR) / "heldout.json"));
+  std::vector<ojson> items;
+  std::map<std::string, int> per_kind;
+  for (const ojson& it : doc.at("items"))
+    if (!qwen_test::sanitized || per_kind[it.at("kind").get<std::string>()]++ < 3) items.push_back(it);
+  REQUIRE(items.size() == (qwen_test::sanitized ? 15u : 160u));
+
+  testing::ScratchDir dir("generate-demo");
+  std::string input;
+  for (const ojson& it : items) {
+    ojson line = {{"messages", it.at("messages")},
+                  {"chat_template_kwargs", {{"enable_thinking", it.at("enable_thinking")}}},
+                  {"max_tokens", doc.at("max_new_tokens")},
+                  {"skip_special_tokens", false}};  // transformers' text keeps <think> and </think>
+    if (!it.at("tools").is_null()) line["tools"] = it.at("tools");
+    input += line.dump() + "\n";
+  }
+  testing::write_file(dir / "heldout.jsonl", input);
+  const auto r = generate(model_arg(demo_dir) + " --input " + shell_quote((dir / "heldout.jsonl").string()));
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exited);
+  REQUIRE(r.status == 0);
+  const std::vector<ojson> lines = json_lines(r.out);
+  REQUIRE(lines.size() == items.size());
+
+  std::map<std::string, std::pair<int, int>> correct;  // kind -> (correct, total)
+  int same_text = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const ojson& it = items[i];
+    const ojson& out = lines[i];
+    const std::string kind = it.at("kind").get<std::string>();
+    const std::string content = out.at("content").get<std::string>();
+    const ojson& calls = out.at("tool_calls");
+    INFO("item " << i << " (" << kind << "): " << it.at("messages").dump() << " -> " << out.at("text").dump());
+    CHECK(out.at("finish_reason") == "stop");
+    // Thinking on: non-empty reasoning; off: none at all.
+    const ojson& reasoning = out.at("reasoning_content");
+    const bool reasoning_ok = it.at("enable_thinking").get<bool>() ? reasoning.is_string() && !reasoning.get<std::string>().empty()
+                                                                   : reasoning.is_null();
+    bool ok = reasoning_ok;
+    if (kind.starts_with("tool_call")) {
+      ok = ok && calls.size() == 1 && content.empty() && calls[0].at("function").at("name") == "get_weather" &&
+           ojson::parse(calls[0].at("function").at("arguments").get<std::string>()) == ojson{{"city", it.at("expected_city")}};
+    } else {
+      ok = ok && calls.empty() && content == it.at("expected_answer").get<std::string>();
+      if (kind.starts_with("add")) {  // the sum itself is in the content (implied by the exact answer; checked apart)
+        const std::string sum = std::to_string(it.at("a").get<int>() + it.at("b").get<int>());
+        ok = ok && std::regex_search(content, std::regex("(^|[^0-9])" + sum + "([^0-9]|$)"));
+      }
+    }
+    auto& [good, total] = correct[kind];
+    good += ok ? 1 : 0;
+    ++total;
+    const bool same = out.at("text") == it.at("reference").at("output_text");
+    same_text += same ? 1 : 0;
+    if (!same) WARN("differs from transformers: " << it.at("reference").at("output_text").dump());
+  }
+  for (const auto& [kind, figure] : correct) std::printf("demo held-out (qwen-generate, greedy): %-17s %d/%d\n", kind.c_str(), figure.first, figure.second);
+  std::printf("demo held-out: text equal to transformers' on %d/%zu items\n", same_text, items.size());
+
+  CHECK(same_text >= 0.95 * static_cast<double>(items.size()));
+  if (!qwen_test::sanitized) {  // issue 13's targets for the additions
+    const auto fraction = [&](const char* kind) { return static_cast<double>(correct[kind].first) / correct[kind].second; };
+    CHECK(correct["add_think"].second == 50);
+    CHECK(correct["add_nothink"].second == 50);
+    CHECK(fraction("add_think") >= 0.90);
+    CHECK(fraction("add_nothink") >= 0.90);
+    // Its targets for the tool calls (>= 95 % of the 20 unseen cities named right) are NOT met by
+    // the committed checkpoint: it copies unseen city names imprecisely (models/demo/README.md
+    // has the figures; issue 13 stays open). The figures are printed above; the agreement with
+    // transformers, checked for every item, holds for these items as for the others.
+  }
 }

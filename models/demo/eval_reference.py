@@ -6,11 +6,13 @@ Run from the repository root in the reference venv:
 
     HF_HUB_OFFLINE=1 .venv-reference/bin/python models/demo/eval_reference.py
 
-It loads the checkpoint in models/demo (bf16 weights, computed in bf16, eager attention, one request at a
-time, greedy decoding with the KV cache until <|im_end|> / <|endoftext|> or MAX_NEW_TOKENS), runs the
+It loads the checkpoint in models/demo (bf16 weights, computed in float32 as the C++ CPU forward pass
+computes (--dtype bfloat16 for bf16 compute), eager attention, one request at a time, greedy
+decoding with the KV cache until <|im_end|> / <|endoftext|> or MAX_NEW_TOKENS), runs the
 held-out items defined in train.py (50 additions never seen in training, with thinking on and off;
 20 cities never seen in training: the tool call with thinking on and off, and the answer after the
-tool result), prints each item and the figures, and writes models/demo/heldout.json: for each item
+tool result), prints each item and the figures, and writes tests/demo/heldout.json (which the C++
+test tests/test_generate_cli.cpp compares the engine's output with): for each item
 the messages, tools, enable_thinking, the expected answer / city, the rendered prompt and its token
 ids, and transformers' greedy output (ids and text, split into reasoning_content / content /
 tool_calls the way the Qwen3 parsers split it).
@@ -119,9 +121,9 @@ def greedy(model, tok, ids: list[int]) -> list[int]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=HERE)
-    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16",
+    ap.add_argument("--dtype", choices=["bfloat16", "float32"], default="float32",
                     help="compute dtype (weights are bf16 as saved either way)")
-    ap.add_argument("--out", type=Path, default=HERE / "heldout.json", help="'-' to write nothing")
+    ap.add_argument("--out", type=Path, default=HERE.parents[1] / "tests" / "demo" / "heldout.json", help="'-' to write nothing")
     ap.add_argument("--limit", type=int, default=0, help="only the first N items of each kind (for quick checks)")
     args = ap.parse_args()
     torch.set_num_threads(2)

@@ -13,19 +13,19 @@ model on CPU in fp32 with the loss on the assistant's completion only, and write
 models/demo/ exactly: config.json, generation_config.json, model.safetensors (bf16),
 tokenizer.json, tokenizer_config.json.
 
-The last run's files (on the branch demo-cpp, not on main: they miss the targets) were made by
+The committed files were made by
 
-    HF_HUB_OFFLINE=1 .venv-reference/bin/python models/demo/train.py --out /tmp/demo_run1 --eval-every 150
+    HF_HUB_OFFLINE=1 .venv-reference/bin/python models/demo/train.py --out /tmp/demo_run2 --eval-every 1000 --log-every 250
 
-(then copied into models/demo/; --out only moves the output and --eval-every only adds no-grad
-forward passes, so the default command should give the same files; not verified by a second run).
-Measured on the 2-core development machine (torch 2.15.0 CPU, 2 threads, transformers 5.24.0) while
-C++ builds were running on the same cores: 45 min 18 s wall (44.2 min of it training), 48 min of CPU
-user time. Final training loss (mean over the last 50 steps, completion tokens only) 0.936.
-That run did NOT reach the targets of issue 13: the model learned the answer formats but not to copy
-the operands or the city (teacher-forced held-out exact match 0 % at every check); see README.md.
-The held-out items (50 additions, 20 cities) never occur in training; models/demo/eval_reference.py
-evaluates them.
+(then copied into models/demo/; --out only moves the output and --eval-every / --log-every only
+add no-grad forward passes and prints, so the default command should give the same files; not
+verified by a second run). Measured on the 2-core development machine (torch 2.15.0 CPU, 2
+threads, transformers 5.24.0), idle but for editing: 38.3 min wall for the whole script, 36.7 min
+of it training, ~6,600-7,000 tokens/s. Final training loss (mean over the last 250 steps,
+completion tokens only) 0.077. Held out (models/demo/eval_reference.py, greedy): additions 50/50
+with thinking and 50/50 without; tool calls naming an unseen city right 2/20 with and 2/20 without
+thinking (issue 13's target of 95 % is not met there; see README.md).
+The held-out items (50 additions, 20 cities) never occur in training; train.py asserts it.
 """
 
 from __future__ import annotations
@@ -76,13 +76,13 @@ MODEL = dict(
 
 DATA_SEED = 13
 TRAIN_SEED = 1313
-STEPS = 900
+STEPS = 8000
 BATCH_TOKENS = 2048        # padded tokens per step (sequences are bucketed by length)
 LR = 3e-3
-WARMUP = 100
+WARMUP = 200
 MIN_LR_FRAC = 0.05
 WEIGHT_DECAY = 0.05
-N_TRAIN = 40000            # generated training examples (more than the steps consume)
+N_TRAIN = 200000           # generated training examples (more than the steps consume)
 
 N_HELDOUT_SUMS = 50
 N_HELDOUT_CITIES = 20
@@ -253,6 +253,22 @@ PLAIN = [
 ]
 
 
+# Made-up place names: half of the weather conversations use one, so that the model has to copy
+# the name from the prompt instead of recalling one of a few hundred cities.
+SYLLABLES = ["ba", "bo", "ka", "ki", "la", "lo", "ma", "me", "na", "no", "ra", "ri", "sa", "so", "ta", "to", "va", "vi",
+             "ber", "dor", "gan", "hal", "kes", "lin", "mar", "nor", "pol", "ros", "sel", "tam", "ven", "wil", "zar",
+             "a", "e", "i", "o", "u", "ch", "sh", "th", "str", "gr", "br", "el", "an", "um", "ia", "ou", "ey"]
+NAME_FORMS = ["{w}", "{w}", "{w}", "{w}", "San {w}", "Port {w}", "{w} City", "New {w}", "{w} {v}", "{w}-{v}",
+              "{w} la {v}", "Santa {w}", "Lake {w}", "{w}burg", "{w}ville"]
+
+
+def made_up_name(rng: random.Random) -> str:
+    def word() -> str:
+        w = "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
+        return w[0].upper() + w[1:]
+    return rng.choice(NAME_FORMS).format(w=word(), v=word())
+
+
 def cities() -> list[str]:
     cs = [c.strip() for c in CITIES.replace("\n", "").split("|") if c.strip()]
     assert len(cs) == len(set(cs)), [c for c in cs if cs.count(c) > 1]
@@ -279,6 +295,9 @@ def split():
     # the held-out pair order shown to the model is fixed per pair, random which operand first
     held_ordered = [(a, b) if rng.random() < 0.5 else (b, a) for a, b in held]
     return held_ordered, train_pairs, held_c, train_c
+
+
+HELD_CITY_RE = re.compile(r"\b(" + "|".join(re.escape(c) for c in split()[2]) + r")\b")
 
 
 def add_answer(a: int, b: int) -> str:
@@ -347,6 +366,25 @@ def weather_followup_messages(city: str, question: str, res: dict, think_first: 
     ]
 
 
+def pick_city(rng: random.Random, train_c: list[str]) -> str:
+    if rng.random() < 0.5:
+        return rng.choice(train_c)
+    while True:  # a made-up name never contains a held-out city
+        name = made_up_name(rng)
+        if not HELD_CITY_RE.search(name):
+            return name
+
+
+# Short conversations that repeat a place name (no tools preamble: cheap practice in copying).
+COPY_TEMPLATES = [
+    ("I live in {c}.", "The user lives in {c}.", "Nice! {c} sounds like a lovely place."),
+    ("I am going to {c} tomorrow.", "The user travels to {c}.", "Have a good trip to {c}!"),
+    ("My favourite city is {c}.", "The user likes {c}.", "{c} is a fine choice."),
+    ("Say the name {c}.", "I repeat the name.", "{c}"),
+    ("Spell the city {c} back to me.", "I repeat {c}.", "{c}"),
+]
+
+
 def make_example(kind: str, think: bool, rng: random.Random, tok, train_pairs, train_c) -> tuple[str, str]:
     """Returns (prompt, completion) for one example of `kind`."""
     if kind == "add":
@@ -357,15 +395,20 @@ def make_example(kind: str, think: bool, rng: random.Random, tok, train_pairs, t
         tools = TOOLS if rng.random() < 0.1 else None
         return render(tok, msgs, tools, think), completion(think, add_reasoning(a, b), add_answer(a, b))
     if kind == "weather":
-        c = rng.choice(train_c)
+        c = pick_city(rng, train_c)
         msgs = [{"role": "user", "content": rng.choice(WEATHER_PHRASINGS).format(c=c)}]
         return render(tok, msgs, TOOLS, think), completion(think, weather_call_reasoning(c), tool_call_text(c))
     if kind == "followup":
-        c = rng.choice(train_c)
+        c = pick_city(rng, train_c)
         res = weather_result(rng, c)
         q = rng.choice(WEATHER_PHRASINGS).format(c=c)
         msgs = weather_followup_messages(c, q, res, think_first=rng.random() < 0.5)
         return render(tok, msgs, TOOLS, think), completion(think, weather_answer_reasoning(res), weather_answer(res))
+    if kind == "copy":
+        c = pick_city(rng, train_c)
+        q, reasoning, answer = rng.choice(COPY_TEMPLATES)
+        msgs = [{"role": "user", "content": q.format(c=c)}]
+        return render(tok, msgs, None, think), completion(think, reasoning.format(c=c), answer.format(c=c))
     if kind == "fact":
         qs, reasoning, answer = rng.choice(FACTS)
         msgs = [{"role": "user", "content": rng.choice(qs)}]
@@ -380,9 +423,9 @@ def make_example(kind: str, think: bool, rng: random.Random, tok, train_pairs, t
 # (kind, enable_thinking, share of the examples). Additions without thinking are the hardest task
 # (the sum is computed with no worked steps) and the cheapest in tokens, so they get the most examples;
 # tool conversations carry the ~150-token tools preamble, so they get fewer.
-MIX = [("add", False, 0.40), ("add", True, 0.26), ("weather", True, 0.05), ("weather", False, 0.05),
-       ("followup", True, 0.045), ("followup", False, 0.045), ("fact", True, 0.03), ("fact", False, 0.03),
-       ("plain", False, 0.04)]
+MIX = [("add", False, 0.34), ("add", True, 0.22), ("weather", True, 0.06), ("weather", False, 0.06),
+       ("followup", True, 0.05), ("followup", False, 0.05), ("copy", True, 0.04), ("copy", False, 0.06),
+       ("fact", True, 0.03), ("fact", False, 0.03), ("plain", False, 0.06)]
 
 
 def generate_examples(tok, n: int, seed: int) -> list[tuple[str, str, str]]:

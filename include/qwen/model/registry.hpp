@@ -44,7 +44,10 @@ using TestModels = ModelList<
     Qwen3Model<Dense, shapes::TinyDense, bf16>, Qwen3Model<Dense, shapes::TinyDense, float>,
     Qwen3Model<Dense, shapes::TinyDense, fp8>, Qwen3Model<MoE, shapes::TinyMoE, bf16>>;
 
-using ToolModels = concat_model_lists<OfficialModels, TestModels>::type;
+// The bundled demo checkpoint (models/demo).
+using DemoModels = ModelList<Qwen3Model<Dense, shapes::Demo, bf16>>;
+
+using ToolModels = concat_model_lists<OfficialModels, concat_model_lists<TestModels, DemoModels>::type>::type;
 
 namespace detail {
 template <class Model, class... Rest, class F>

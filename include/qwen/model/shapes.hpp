@@ -107,6 +107,14 @@ struct TinyMoE : TinyCommon {
   static constexpr bool norm_topk_prob = true;
 };
 
+// The bundled demo model (models/demo, trained by models/demo/train.py).
+struct Demo {
+  static constexpr std::string_view name = "Demo";
+  static constexpr int vocab_size = 1024, hidden_size = 192, num_layers = 4, num_heads = 4, num_kv_heads = 2, head_dim = 64;
+  static constexpr int intermediate_size = 512;
+  static constexpr bool tie_word_embeddings = true;
+};
+
 }  // namespace shapes
 
 namespace detail {
