@@ -433,3 +433,20 @@ TEST_CASE("inspect accepts a tied checkpoint whose lm_head.weight copies embed_t
     expect_rejected(s, "tensor 'lm_head.weight' (BF16 [512, 128]) differs from 'model.embed_tokens.weight'");
   }
 }
+
+// qwen-generate refuses an end-of-sequence id outside the vocabulary; qwen-inspect must not call
+// such a checkpoint OK (both load through load_checkpoint, which checks them).
+TEST_CASE("inspect rejects an end-of-sequence id outside the vocabulary", "[inspect]") {
+  {
+    const ScratchDir s = copy_of("dense_tied");
+    nlohmann::json g = nlohmann::json::parse(read_file(s.path() / "generation_config.json"));
+    g["eos_token_id"] = {480, 512};
+    write_file(s.path() / "generation_config.json", g.dump(2));
+    expect_rejected(s, "generation_config.json: field 'eos_token_id' holds 512 (item 1), outside the vocabulary [0, 512)");
+  }
+  {
+    const ScratchDir s = copy_of("dense_tied");
+    edit_config(s.path(), [](nlohmann::json& c) { c["eos_token_id"] = 600; });
+    expect_rejected(s, "config.json: field 'eos_token_id' holds 600, outside the vocabulary [0, 512)");
+  }
+}

@@ -159,8 +159,8 @@ TEST_CASE("sampled frequencies match the filtered distribution (chi-square, p = 
   for (std::size_t i = 0; i < masked.size(); i += 9) masked[i] = -std::numeric_limits<float>::infinity();
   add("vocab 403 masked, top_k 300 + min_p 0.05", masked, [](SamplingParams& p) { p.top_k = 300, p.min_p = 0.05; });
   add("vocab 403 masked, top_p 0.7 + min_p 0.05, T 0.8", masked, [](SamplingParams& p) { p.top_p = 0.7, p.min_p = 0.05, p.temperature = 0.8; });
-  // A huge temperature: uniform over the unmasked tokens (-inf must stay excluded, not become NaN).
-  add("vocab 403 masked, T 1e46, top_k 300", masked, [](SamplingParams& p) { p.temperature = 1e46, p.top_k = 300; });
+  // The largest temperature: uniform over the unmasked tokens (-inf must stay excluded, not become NaN).
+  add("vocab 403 masked, T 1e6, top_k 300", masked, [](SamplingParams& p) { p.temperature = qwen::sampling::max_temperature, p.top_k = 300; });
   // top_k above the number of tokens that can be drawn: the cut falls among the zero-mass tokens.
   std::vector<float> few = test_logits(403, 12, 0.5f);
   for (std::size_t i = 50; i < few.size(); ++i) few[i] = -std::numeric_limits<float>::infinity();
@@ -412,6 +412,11 @@ TEST_CASE("bad parameters and logits are errors naming the parameter and value",
   fails([](SamplingParams& p) { p.presence_penalty = 2.5; }, "'presence_penalty' is 2.5");
   fails([](SamplingParams& p) { p.frequency_penalty = -3; }, "'frequency_penalty' is -3");
   fails([](SamplingParams& p) { p.repetition_penalty = 0; }, "'repetition_penalty' is 0");
+  // One range wherever a value comes from (generation_config.json has the same), narrow enough
+  // that no logit divided or multiplied by it overflows.
+  fails([](SamplingParams& p) { p.temperature = 1e300; }, "'temperature' is 1e+300, must be in [0, 1e6]");
+  fails([](SamplingParams& p) { p.repetition_penalty = 1e-308; }, "'repetition_penalty' is 1e-308, must be in [1e-06, 1e+06]");
+  fails([](SamplingParams& p) { p.repetition_penalty = 2e6; }, "'repetition_penalty' is 2e+06");
   fails([](SamplingParams& p) { p.min_tokens = -1; }, "'min_tokens' is -1");
   fails([](SamplingParams& p) { p.logit_bias = {{10, 1.0f}}; }, "'logit_bias' names token 10, outside the vocabulary [0, 10)");
   fails([](SamplingParams& p) { p.logit_bias = {{2, 101.0f}}; }, "'logit_bias' for token 2 is 101");

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 #include <qwen/chat/chat_template.hpp>
 #include <qwen/io/json_file.hpp>
+#include "../common/command_line.hpp"
 
 namespace {
 
@@ -54,12 +55,7 @@ int main(int argc, char** argv) {
   app.add_option("--variant", variant, "use this template variant whatever the directory holds (known: " +
                                            qwen::chat::known_variant_names() + ")");
   app.add_flag("--jsonl", jsonl, "one request per input line, one result per output line");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
-  }
+  if (const auto status = qwen_tools::parse_command_line(app, argc, argv, "qwen-chat-render")) return *status;
   std::size_t line_number = 0;
   try {
     const auto chat_template = qwen::chat::ChatTemplate::from_directory(

@@ -1,6 +1,7 @@
-// The model loader every tool shares: qwen::engine::load_any_llm over qwen::ToolModels (every
-// official shape in bf16 and FP8, and the golden fixtures' shapes), compiled once in
-// tool_models.cpp (the qwen-tool-models library) rather than in each tool.
+// The model loader every tool shares: qwen::engine::load_any_llm over the tools' model types
+// (tool_model_list.hpp: qwen::ToolModels, every official shape in bf16 and FP8, the golden
+// fixtures' shapes and the demo model), compiled once in tool_models.cpp (the qwen-tool-models
+// library) rather than in each tool.
 #pragma once
 
 #include <filesystem>

@@ -26,13 +26,17 @@
 //   - any problem: "qwen-generate: error: ..." on stderr, exit status 1. With --input a bad line
 //     is an error line in the output (and on stderr) and the other lines still run; the exit
 //     status is then 1.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <iostream>
@@ -45,12 +49,14 @@
 #include <nlohmann/json.hpp>
 #include <qwen/chat/chat_template.hpp>
 #include <qwen/engine/any_llm.hpp>
+#include <qwen/io/json_file.hpp>
 
 #include "console.hpp"
 #include "jsonl.hpp"
 #include "options.hpp"
 #include "results.hpp"
 #include "tool_models.hpp"
+#include "../common/command_line.hpp"
 
 namespace {
 
@@ -164,21 +170,33 @@ struct RawLine {
   std::string text;
 };
 
-// The non-empty lines of a JSONL file (a trailing \r removed).
+// --input is read whole, up to this many bytes (an endless source is refused there).
+constexpr std::uint64_t kMaxInputBytes = std::uint64_t{256} << 20;
+
+// The non-empty lines of a JSONL file, a pipe or /dev/stdin (a trailing \r removed).
 std::vector<RawLine> read_input_lines(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw qwen::IoError(path.string() + ": file not found");
-  if (std::filesystem::is_directory(path, ec)) throw qwen::IoError(path.string() + ": is a directory, not a JSONL file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw qwen::IoError(path.string() + ": cannot open: " + std::strerror(errno));
-  std::vector<RawLine> lines;
-  std::string text;
-  for (std::size_t number = 1; std::getline(in, text); ++number) {
-    if (!text.empty() && text.back() == '\r') text.pop_back();
-    if (text.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
-    lines.push_back({number, std::move(text)});
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // blocking: a FIFO waits for its writer
+  if (fd < 0) {
+    const int err = errno;
+    throw qwen::IoError(path.string() + (err == ENOENT ? ": file not found" : ": cannot open: " + std::string(std::strerror(err))));
   }
-  if (in.bad()) throw qwen::IoError(path.string() + ": read failed");
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) throw qwen::IoError(path.string() + ": is a directory, not a JSONL file");
+  const std::string text = qwen::io::read_all(fd, path.string(), kMaxInputBytes, S_ISREG(st.st_mode) ? static_cast<std::size_t>(st.st_size) : 0);
+  std::vector<RawLine> lines;
+  std::size_t begin = 0;
+  for (std::size_t number = 1; begin < text.size(); ++number) {
+    const std::size_t end = std::min(text.find('\n', begin), text.size());
+    std::string line = text.substr(begin, end - begin);
+    begin = end + 1;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
+    lines.push_back({number, std::move(line)});
+  }
   return lines;
 }
 
@@ -312,12 +330,7 @@ int main(int argc, char** argv) {
                  "--max-num-seqs full contexts, at most half the available memory)");
   app.add_option("--max-model-len", opt.max_model_len, "context length (default: max_position_embeddings, capped by the KV cache)");
   app.add_flag("--no-enable-prefix-caching", opt.no_prefix_caching, "do not reuse the KV of prompt prefixes computed before");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int rc = app.exit(e);
-    return rc == 0 ? 0 : 1;
-  }
+  if (const auto status = qwen_tools::parse_command_line(app, argc, argv, "qwen-generate")) return *status;
   try {
     const PromptForm form = prompt_form(opt);
     const engine::LLMOptions options = llm_options(opt);

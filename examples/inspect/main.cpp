@@ -12,6 +12,8 @@
 #include <qwen/io/path_status.hpp>
 #include <qwen/qwen.hpp>
 
+#include "../common/tool_model_list.hpp"
+
 namespace {
 
 void print_usage(std::ostream& out) {
@@ -71,6 +73,7 @@ void report(const std::filesystem::path& dir, const qwen::io::ModelConfig& confi
   } else {
     std::cout << "tokenizer:   no tokenizer_config.json\n";
   }
+  std::cout << "cpu kernels: " << qwen::CpuBackend::isa() << " (this binary's compile target)\n";
   std::cout << "status:      OK\n";
 }
 
@@ -91,7 +94,7 @@ int main(int argc, char** argv) {
       throw qwen::IoError(dir.string() + ": not a directory");
     // Takes the dtype from the tensors when config.json states none.
     const qwen::io::ModelConfig config = qwen::io::read_checkpoint_config(dir);
-    qwen::dispatch_model<qwen::ToolModels>(config, [&]<class Model>() { report<Model>(dir, config); });
+    qwen::dispatch_model<qwen_tools::ToolModelList>(config, [&]<class Model>() { report<Model>(dir, config); });
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "qwen-inspect: error: " << e.what() << "\n";

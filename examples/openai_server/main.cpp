@@ -51,9 +51,11 @@ int main(int argc, char** argv) {
   try {
     options = parse_options(app, argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+    std::fprintf(stderr, "qwen-serve: error: %s\nRun qwen-serve --help for the options.\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qwen-serve: %s\n", e.what());
+    std::fprintf(stderr, "qwen-serve: error: %s\n", e.what());
     return 2;
   }
 
@@ -70,14 +72,14 @@ int main(int argc, char** argv) {
       throw qwen::InvalidArgument("--max-model-len " + std::to_string(options.max_model_len) + " exceeds the model's max_position_embeddings " +
                                   std::to_string(config.max_position_embeddings));
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qwen-serve: %s\n", e.what());
+    std::fprintf(stderr, "qwen-serve: error: %s\n", e.what());
     return 1;
   }
 
   ApiServer server(options, model_type);
   const int port = server.bind();
   if (port < 0) {
-    std::fprintf(stderr, "qwen-serve: cannot listen on %s:%d\n", options.host.c_str(), options.port);
+    std::fprintf(stderr, "qwen-serve: error: cannot listen on %s:%d\n", options.host.c_str(), options.port);
     return 1;
   }
   std::printf("qwen-serve: listening on http://%s:%d (model %s, served as '%s'; loading)\n", options.host.c_str(), port,
@@ -97,15 +99,16 @@ int main(int argc, char** argv) {
       llm.threads = options.threads;
       std::unique_ptr<ModelHost> host = load_model(options.model, config, llm);
       const ServeEngine& engine = host->engine();
-      std::printf("qwen-serve: ready: %s, context %lld tokens, KV cache %lld tokens (%lld blocks of %d, %.1f MiB), max %d sequences%s%s\n",
+      std::printf("qwen-serve: ready: %s, context %lld tokens, KV cache %lld tokens (%lld blocks of %d, %.1f MiB), max %d sequences, "
+                  "CPU kernels %s%s%s\n",
                   model_type.c_str(), static_cast<long long>(engine.max_model_len()), static_cast<long long>(engine.kv_tokens()),
                   static_cast<long long>(engine.kv_blocks()), kv_block_size, static_cast<double>(engine.kv_cache_bytes()) / (1 << 20),
-                  options.max_num_seqs, host->tokenizer() ? "" : " (no tokenizer: token ids only)",
+                  options.max_num_seqs, std::string(qwen::CpuBackend::isa()).c_str(), host->tokenizer() ? "" : " (no tokenizer: token ids only)",
                   host->chat_template() ? "" : " (no chat template: no chat requests)");
       std::fflush(stdout);
       server.set_model(std::move(host));
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "qwen-serve: cannot load %s: %s\n", options.model.string().c_str(), e.what());
+      std::fprintf(stderr, "qwen-serve: error: cannot load %s: %s\n", options.model.string().c_str(), e.what());
       load_failed = true;
       kill(getpid(), SIGTERM);  // taken by the main thread's sigwait: shut down
     }

@@ -11,16 +11,18 @@
 //   be a variant qwen implements (include/qwen/chat/chat_template.hpp).
 // DIR holds tokenizer.json (a path to the file itself also works). Invalid UTF-8 input is an
 // error naming the byte offset unless --lenient, which replaces it with U+FFFD; --skip-special
-// leaves special tokens out of --decode. Any problem: the error on stderr, exit status 1 (a
-// command-line usage error: CLI11's message and status). Input is checked before the tokenizer is
-// loaded where it can be (invalid UTF-8, a malformed id list).
+// leaves special tokens out of --decode. Input is checked before the tokenizer is loaded where it
+// can be (invalid UTF-8, a malformed id list). Any problem, a command-line one included:
+// "qwen-tokenize: error: ..." on stderr, exit status 1.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <iostream>
-#include <iterator>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,7 @@
 #include <qwen/chat/chat_template.hpp>
 #include <qwen/io/json_file.hpp>
 #include <qwen/tokenizer/tokenizer.hpp>
+#include "../common/command_line.hpp"
 
 namespace {
 
@@ -43,10 +46,23 @@ std::string ids_to_json(const std::vector<TokenId>& ids) {
   return out + "]";
 }
 
-std::string read_stdin() {
-  std::ostringstream s;
-  s << std::cin.rdbuf();
-  return s.str();
+// stdin is read whole, up to this many bytes (an endless source such as /dev/zero is refused
+// there; a directory as stdin is a read error).
+constexpr std::uint64_t kMaxStdinBytes = std::uint64_t{256} << 20;
+
+std::string read_stdin() { return qwen::io::read_all(STDIN_FILENO, "stdin", kMaxStdinBytes); }
+
+// The lines of stdin (split at '\n'; a last line without one counts), for the --jsonl forms.
+std::vector<std::string> stdin_lines() {
+  const std::string text = read_stdin();
+  std::vector<std::string> lines;
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    const std::size_t end = std::min(text.find('\n', begin), text.size());
+    lines.push_back(text.substr(begin, end - begin));
+    begin = end + 1;
+  }
+  return lines;
 }
 
 // The rendered prompt of one chat request text (its object keys kept in their order: the
@@ -68,7 +84,7 @@ int main(int argc, char** argv) {
   app.add_flag("--skip-special", skip_special, "with --decode: leave special tokens out");
   app.add_flag("--chat", chat, "read an OpenAI chat request, print the ids of the prompt its chat template renders");
   app.add_flag("--text", text_only, "with --chat: print the rendered prompt as a JSON string instead of ids");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = qwen_tools::parse_command_line(app, argc, argv, "qwen-tokenize")) return *status;
   try {
     if (jsonl && decode) throw qwen::InvalidArgument("--jsonl and --decode cannot be combined");
     if (skip_special && !decode) throw qwen::InvalidArgument("--skip-special applies to --decode only");
@@ -90,8 +106,9 @@ int main(int argc, char** argv) {
       if (!jsonl) {
         out = result(read_stdin(), "stdin") + '\n';
       } else {
-        std::string line;
-        for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+        const std::vector<std::string> lines = stdin_lines();
+        for (std::size_t n = 1; n <= lines.size(); ++n) {
+          const std::string& line = lines[n - 1];
           const std::string where = "stdin line " + std::to_string(n);
           if (line.find_first_not_of(" \t\r") == std::string::npos)
             throw qwen::InvalidArgument(where + ": empty line (expected one chat request per line)");
@@ -117,15 +134,18 @@ int main(int argc, char** argv) {
       }
       std::cout << Tokenizer::from_file(dir).decode(list, skip_special);
     } else if (jsonl) {
+      const std::vector<std::string> lines = stdin_lines();  // read (and size-checked) before the tokenizer loads
       const Tokenizer tokenizer = Tokenizer::from_file(dir);
-      std::string line;
-      for (std::size_t n = 1; std::getline(std::cin, line); ++n) {
+      std::string out;  // all or nothing, as --chat --jsonl: no partial output before an error
+      for (std::size_t n = 1; n <= lines.size(); ++n) {
+        const std::string& line = lines[n - 1];
         const std::string where = "stdin line " + std::to_string(n);
         if (line.empty()) throw qwen::InvalidArgument(where + ": empty line (expected a JSON string)");
         const qwen::io::json text = qwen::io::parse_json_strict(line, where, "line");
         if (!text.is_string()) throw qwen::InvalidArgument(where + ": expected a JSON string, got " + qwen::io::json_preview(text));
-        std::cout << ids_to_json(tokenizer.encode(text.get_ref<const std::string&>(), mode)) << '\n';
+        out += ids_to_json(tokenizer.encode(text.get_ref<const std::string&>(), mode)) + '\n';
       }
+      std::cout << out;
     } else {
       const std::string text = read_stdin();
       if (mode == qwen::tokenizer::Utf8Mode::Strict) Tokenizer::check_utf8(text);  // before loading
@@ -134,7 +154,7 @@ int main(int argc, char** argv) {
     std::cout.flush();
     if (!std::cout) throw qwen::IoError("stdout: write failed");
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "qwen-tokenize: %s\n", e.what());
+    std::fprintf(stderr, "qwen-tokenize: error: %s\n", e.what());
     return 1;
   }
   return 0;

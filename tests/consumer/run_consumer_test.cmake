@@ -27,6 +27,7 @@ run(${CMAKE_COMMAND} -S "${consumer_src}" -B "${WORK_DIR}/package" -DQWEN_CONSUM
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/package")
 run("${WORK_DIR}/package/consumer")
 run("${WORK_DIR}/package/consumer_tokenizer")
+run("${WORK_DIR}/package/consumer_native")
 
 # 2. add_subdirectory of the source tree (qwen's tests, examples and benchmarks stay off).
 run(${CMAKE_COMMAND} -S "${consumer_src}" -B "${WORK_DIR}/subdirectory" -DQWEN_CONSUMER_MODE=subdirectory
@@ -34,4 +35,5 @@ run(${CMAKE_COMMAND} -S "${consumer_src}" -B "${WORK_DIR}/subdirectory" -DQWEN_C
 run(${CMAKE_COMMAND} --build "${WORK_DIR}/subdirectory")
 run("${WORK_DIR}/subdirectory/consumer")
 run("${WORK_DIR}/subdirectory/consumer_tokenizer")
+run("${WORK_DIR}/subdirectory/consumer_native")
 message(STATUS "consumer test: find_package and add_subdirectory both work")

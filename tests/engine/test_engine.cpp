@@ -382,14 +382,17 @@ TEST_CASE("engine: an error in one request ends it and nothing else", "[engine]"
   good.max_tokens = 10;
   good.ignore_eos = true;
   GenerationParams bad = good;
-  bad.sampling.repetition_penalty = 1e-300;  // passes validation; as a float it is 0: a positive logit becomes +inf
+  // Valid parameters that leave nothing to sample: every token is a stop token, masked for the
+  // first 5 (min_tokens). The failure comes from the sampler in the middle of a step.
+  bad.sampling.min_tokens = 5;
+  for (std::int32_t id = 0; id < Model::vocab_size; ++id) bad.sampling.stop_token_ids.push_back(id);
   const auto prompt = random_ids(rng, 12);
   auto results = llm.generate({token_request(prompt, good), token_request(prompt, bad), token_request(prompt, good)});
   CHECK(results[0].choices[0].finish_reason == FinishReason::length);
   CHECK(results[2].choices[0].finish_reason == FinishReason::length);
   CHECK(ids_of(results[0].choices[0]) == ids_of(results[2].choices[0]));
   CHECK(results[1].choices[0].finish_reason == FinishReason::error);
-  CHECK_THAT(results[1].choices[0].error, Catch::Contains("repetition_penalty"));
+  CHECK_THAT(results[1].choices[0].error, Catch::Contains("every logit is -inf: no token can be sampled"));
   CHECK(llm.engine().books().num_free_blocks() == llm.engine().kv_blocks());
   // A callback that throws ends its own request only.
   auto& engine = llm.engine();

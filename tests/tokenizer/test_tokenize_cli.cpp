@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -85,7 +86,7 @@ TEST_CASE("qwen-tokenize refuses bad input with a message and exit status 1", "[
   const Case cases[] = {
       {"invalid UTF-8", "ok \xE4\xBD", "", "text is not valid UTF-8: byte 0xE4 at offset 3"},
       {"id out of range", "[9707, 151669]", " --decode", "token id 151669 at index 1 is not in the vocabulary", kTokenizer},
-      {"not a JSON string", "\"fine\"\n42\n", " --jsonl", "stdin line 2: expected a JSON string, got 42", kTokenizer},
+      {"not a JSON string", "\"fine\"\n42\n", " --jsonl", "stdin line 2: expected a JSON string, got 42"},
       {"not JSON", "[1, 2", " --decode", "stdin: not valid JSON"},
       {"not an id", "[1, \"2\"]", " --decode", "stdin: element 1 is \"2\", not a token id"},
       {"missing tokenizer", "x", "", "none: file not found", (dir / "none").string()},
@@ -97,8 +98,23 @@ TEST_CASE("qwen-tokenize refuses bad input with a message and exit status 1", "[
     REQUIRE(r.exited);
     CHECK(r.status == 1);
     CHECK_THAT(r.err, Catch::Contains(c.message));
-    // --jsonl answers line by line: the good first line is printed before the bad second one.
-    CHECK(r.out == (c.flags == " --jsonl" ? "[62057]\n" : ""));
+    // Nothing is printed, also not --jsonl's good first line (all or nothing, as --chat --jsonl).
+    CHECK(r.out.empty());
+  }
+  // stdin that is a directory, or endless: a read error, or the size limit, named.
+  const std::pair<std::string, std::string> sources[] = {
+      {" < /", "qwen-tokenize: error: stdin: read failed: Is a directory"},
+      {" --jsonl < /", "qwen-tokenize: error: stdin: read failed: Is a directory"},
+      {" < /dev/zero", "qwen-tokenize: error: stdin: more than the limit of 268435456 bytes (256 MiB)"},
+      {" --bogus < /dev/null", "qwen-tokenize: error: "},  // a usage error, in the same form
+  };
+  for (const auto& [redirect, message] : sources) {
+    INFO(redirect);
+    const auto r = run_process(tool(redirect, kTinyTokenizer));
+    REQUIRE(r.exited);
+    CHECK(r.status == 1);
+    CHECK_THAT(r.err, Catch::Contains(message));
+    CHECK(r.out.empty());
   }
   // --lenient: invalid bytes become U+FFFD; the ids are Hugging Face's for the repaired text.
   qwen::testing::write_file(dir / "input", "abc\xFF" "def");

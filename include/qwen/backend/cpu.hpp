@@ -19,6 +19,7 @@
 #include <deque>
 #include <optional>
 #include <type_traits>
+#include <string_view>
 #include <vector>
 
 #include "qwen/core/error.hpp"
@@ -37,6 +38,7 @@
 #include <qwen/kernels/cpu/rms_norm.hpp>
 #include <qwen/kernels/cpu/rope.hpp>
 #include <qwen/kernels/cpu/silu_mul.hpp>
+#include <qwen/kernels/cpu/simd.hpp>
 #include <qwen/kernels/cpu/thread_pool.hpp>
 
 namespace qwen {
@@ -70,6 +72,10 @@ class CpuBackend {
   CpuBackend& operator=(const CpuBackend&) = delete;
 
   [[nodiscard]] kernels::cpu::ThreadPool& pool() noexcept { return pool_; }
+  // The vector level the CPU kernels were compiled for in this translation unit: "avx512",
+  // "avx2" or "portable" (kernels/cpu/simd.hpp; chosen by the compile target, e.g. -march=native
+  // or linking qwen::native).
+  [[nodiscard]] static constexpr std::string_view isa() noexcept { return kernels::cpu::simd::Simd::isa; }
 
   // ---- memory ----
   template <class T>

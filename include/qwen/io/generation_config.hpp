@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "qwen/io/json_file.hpp"
+#include "qwen/sampling/params.hpp"
 
 namespace qwen::io {
 
@@ -42,10 +43,10 @@ struct GenerationConfig {
     if (v && !(std::isfinite(*v) && (lo_open ? *v > lo : *v >= lo) && *v <= hi))
       throw_error<ConfigError>(file, ": field '", field, "' is ", *v, ", outside ", lo_open ? "(" : "[", lo, ", ", hi, "]");
   };
-  in_range("temperature", c.temperature, 0.0, 1e6, false);
+  in_range("temperature", c.temperature, 0.0, sampling::max_temperature, false);
   in_range("top_p", c.top_p, 0.0, 1.0, true);
   in_range("min_p", c.min_p, 0.0, 1.0, false);
-  in_range("repetition_penalty", c.repetition_penalty, 0.0, 1e6, true);
+  in_range("repetition_penalty", c.repetition_penalty, sampling::min_repetition_penalty, sampling::max_repetition_penalty, false);
   return c;
 }
 

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstddef>
@@ -111,6 +112,38 @@ template <class Json = json>
   }
 }
 
+// Reads everything an open descriptor gives until end of file (a regular file, a pipe, a
+// terminal, a device), at most `max_bytes` bytes, `size_hint` bytes expected. IoError naming
+// `name` when a read fails (a directory given as stdin: "Is a directory"); FormatError when there
+// is more than `max_bytes` (an endless source such as /dev/zero stops there).
+[[nodiscard]] inline std::string read_all(int fd, const std::string& name, std::uint64_t max_bytes, std::size_t size_hint = 0) {
+  // `size` bytes seen so far; with a known size (a regular file's) the message gives it
+  const auto too_large = [&](std::uint64_t size) {
+    if (size_hint > max_bytes)
+      throw_error<FormatError>(name, ": file is ", size, " bytes, above the limit of ", max_bytes, " bytes (", max_bytes >> 20, " MiB)");
+    throw_error<FormatError>(name, ": more than the limit of ", max_bytes, " bytes (", max_bytes >> 20, " MiB)");
+  };
+  if (size_hint > max_bytes) too_large(size_hint);
+  std::string text(size_hint, '\0');
+  std::size_t have = 0;
+  for (;;) {
+    if (have == text.size()) {
+      if (have > max_bytes) too_large(have);  // grew while being read, or an endless source
+      text.resize(std::max<std::size_t>(have + 4096, std::min<std::uint64_t>(2 * have, max_bytes + 1)));
+    }
+    const ssize_t n = ::read(fd, text.data() + have, text.size() - have);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_error<IoError>(name, ": read failed: ", std::strerror(errno));
+    }
+    if (n == 0) break;
+    have += static_cast<std::size_t>(n);
+  }
+  if (have > max_bytes) too_large(have);
+  text.resize(have);
+  return text;
+}
+
 // Reads a whole regular file of at most `max_bytes` bytes. IoError when it is absent, not a
 // regular file (a FIFO would block the read forever), or unreadable; FormatError when too large.
 [[nodiscard]] inline std::string read_small_file(const std::filesystem::path& path, std::uint64_t max_bytes) {
@@ -131,29 +164,7 @@ template <class Json = json>
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw_error<IoError>(path.string(), ": cannot stat: ", std::strerror(errno));
   if (!S_ISREG(st.st_mode)) throw_error<IoError>(path.string(), ": not a regular file");
-  const auto too_large = [&](std::uint64_t size) {
-    throw_error<FormatError>(path.string(), ": file is ", size, " bytes, above the limit of ", max_bytes, " bytes (",
-                             max_bytes >> 20, " MiB)");
-  };
-  if (static_cast<std::uint64_t>(st.st_size) > max_bytes) too_large(static_cast<std::uint64_t>(st.st_size));
-  std::string text(static_cast<std::size_t>(st.st_size), '\0');
-  std::size_t have = 0;
-  for (;;) {
-    if (have == text.size()) {
-      if (have > max_bytes) too_large(have);  // the file grew while being read
-      text.resize(have + 4096);
-    }
-    const ssize_t n = ::read(fd, text.data() + have, text.size() - have);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_error<IoError>(path.string(), ": read failed: ", std::strerror(errno));
-    }
-    if (n == 0) break;
-    have += static_cast<std::size_t>(n);
-  }
-  if (have > max_bytes) too_large(have);
-  text.resize(have);
-  return text;
+  return read_all(fd, path.string(), max_bytes, static_cast<std::size_t>(st.st_size));
 }
 
 // Reads and strictly parses a whole JSON file (at most kMaxJsonFileBytes). IoError when it cannot

@@ -3,9 +3,13 @@
 #pragma once
 
 #include <filesystem>
+#include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
+#include <vector>
 
+#include "qwen/core/error.hpp"
 #include "qwen/io/checkpoint.hpp"
 #include "qwen/io/checkpoint_config.hpp"
 #include "qwen/io/generation_config.hpp"
@@ -28,11 +32,24 @@ struct LoadedCheckpoint {
   Weights<Model> weights;
 };
 
-// Checks an already-parsed config against Model and binds the directory's tensors.
+namespace detail {
+// Every end-of-sequence id names a token of the model (what the engine requires of them).
+inline void check_eos_ids(const std::vector<std::int64_t>& ids, std::int64_t vocab_size, const std::string& file) {
+  for (std::size_t i = 0; i < ids.size(); ++i)
+    if (ids[i] < 0 || ids[i] >= vocab_size)
+      throw_error<ConfigError>(file, ": field 'eos_token_id' holds ", ids[i], ids.size() > 1 ? cat(" (item ", i, ")") : std::string(),
+                               ", outside the vocabulary [0, ", vocab_size, ")");
+}
+}  // namespace detail
+
+// Checks an already-parsed config against Model (and the end-of-sequence ids of config.json and
+// generation_config.json against its vocabulary) and binds the directory's tensors.
 template <Qwen3Type Model>
 [[nodiscard]] LoadedCheckpoint<Model> load_checkpoint(const std::filesystem::path& dir, io::ModelConfig config) {
   validate_config<Model>(config);
+  detail::check_eos_ids(config.eos_token_ids, Model::vocab_size, config.file);
   auto generation = io::read_generation_config(dir);
+  if (generation) detail::check_eos_ids(generation->eos_token_ids, Model::vocab_size, (dir / "generation_config.json").string());
   auto tokenizer = io::read_tokenizer_config(dir);
   io::Checkpoint checkpoint = io::Checkpoint::open(dir);
   Weights<Model> weights = bind_weights<Model>(checkpoint);
