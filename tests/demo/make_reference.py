@@ -17,19 +17,14 @@ forward pass over the sequence so far (no cache, no end-of-sequence stop).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT / "models" / "demo"))
 
-import train as demo  # noqa: E402  (chat rendering and the tools)
+import train as demo  # noqa: E402  (chat rendering; importing it sets the offline environment first)
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
