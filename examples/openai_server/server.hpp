@@ -476,7 +476,7 @@ class ApiServer {
     http_.Get("/version", [](const Request&, Response& res) { send_json(res, 200, {{"version", QWEN_SERVE_VERSION}}); });
 
     // Everything else: 405 for a known path with another method, else 404.
-    const auto fallback = [this](const Request& req, Response& res) {
+    const auto fallback = [](const Request& req, Response& res) {
       static const std::vector<std::pair<std::string, std::string>> known = {
           {"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/tokenize", "POST"}, {"/detokenize", "POST"},
           {"/v1/models", "GET, HEAD"},      {"/health", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/version", "GET, HEAD"}};

@@ -192,7 +192,7 @@ void tile(const float* x, std::int64_t in, const Rows& w, std::int64_t k_begin, 
 template <class F>
 void with_tile_tokens(int t, F&& f) {
   [&]<int... I>(std::integer_sequence<int, I...>) {
-    ((t == I + 1 ? (f.template operator()<I + 1>(), true) : false) || ...);
+    (void)((t == I + 1 ? (f.template operator()<I + 1>(), true) : false) || ...);
   }(std::make_integer_sequence<int, max_tile_tokens>{});
 }
 

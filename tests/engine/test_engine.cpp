@@ -36,7 +36,6 @@ namespace {
 
 using Model = Qwen3Model<Dense, shapes::TinyDenseTied, bf16>;
 const std::filesystem::path kCheckpoint = std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / "dense_tied";
-constexpr std::int32_t kEos = 480;  // <|im_end|>; generation_config.json adds 478
 
 // transformers' golden prompts and greedy continuations for the checkpoint.
 using Golden = testing::Reference;

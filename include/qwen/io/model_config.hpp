@@ -112,7 +112,8 @@ inline void read_rope(const JsonObject& cfg, ModelConfig& out) {
       throw_error<ConfigError>(rope->file(), ": field '", key,
                                "' is not supported (it changes YaRN's attention factor; give 'attention_factor' instead)");
   std::string unknown;
-  for (const auto& [key, value] : rope->raw().items()) {
+  for (const auto& item : rope->raw().items()) {
+    const std::string& key = item.key();  // not a structured binding: lambdas capture it (clang < 16 cannot)
     static constexpr std::string_view common[] = {"rope_type", "type", "rope_theta", "partial_rotary_factor"};
     static constexpr std::string_view yarn_keys[] = {"factor",    "original_max_position_embeddings", "attention_factor",
                                                      "beta_fast", "beta_slow",                        "truncate",

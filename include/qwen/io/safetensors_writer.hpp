@@ -109,7 +109,9 @@ inline void write_text_file(const std::filesystem::path& path, const std::string
 
 // Bytes of a tensor about to be written; throws InvalidArgument unless it can be written as is.
 [[nodiscard]] inline std::uint64_t checked_write_size(const std::filesystem::path& path, const NamedTensor& t) {
-  const auto& [name, view] = t;
+  // Named references, not a structured binding: a lambda may not capture one before clang 16.
+  const std::string& name = t.first;
+  const TensorView& view = t.second;
   const auto bad = [&](auto&&... parts) { throw_error<InvalidArgument>(path.string(), ": tensor \"", name, "\": ", parts...); };
   if (name.empty() || name == "__metadata__") bad("name is not allowed");
   if (first_invalid_utf8(name) != std::string_view::npos) bad("name is not valid UTF-8");
