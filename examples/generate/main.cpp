@@ -30,7 +30,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -57,6 +56,7 @@
 #include "results.hpp"
 #include "tool_models.hpp"
 #include "../common/command_line.hpp"
+#include "../common/input.hpp"
 
 namespace {
 
@@ -170,10 +170,8 @@ struct RawLine {
   std::string text;
 };
 
-// --input is read whole, up to this many bytes (an endless source is refused there).
-constexpr std::uint64_t kMaxInputBytes = std::uint64_t{256} << 20;
-
-// The non-empty lines of a JSONL file, a pipe or /dev/stdin (a trailing \r removed).
+// The non-empty lines of a JSONL file, a pipe or /dev/stdin (a trailing \r removed), read whole up
+// to qwen_tools::max_input_bytes.
 std::vector<RawLine> read_input_lines(const std::filesystem::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);  // blocking: a FIFO waits for its writer
   if (fd < 0) {
@@ -186,13 +184,12 @@ std::vector<RawLine> read_input_lines(const std::filesystem::path& path) {
   } closer{fd};
   struct stat st {};
   if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) throw qwen::IoError(path.string() + ": is a directory, not a JSONL file");
-  const std::string text = qwen::io::read_all(fd, path.string(), kMaxInputBytes, S_ISREG(st.st_mode) ? static_cast<std::size_t>(st.st_size) : 0);
+  const std::string text =
+      qwen::io::read_all(fd, path.string(), qwen_tools::max_input_bytes, S_ISREG(st.st_mode) ? static_cast<std::size_t>(st.st_size) : 0);
   std::vector<RawLine> lines;
-  std::size_t begin = 0;
-  for (std::size_t number = 1; begin < text.size(); ++number) {
-    const std::size_t end = std::min(text.find('\n', begin), text.size());
-    std::string line = text.substr(begin, end - begin);
-    begin = end + 1;
+  std::size_t number = 0;
+  for (std::string& line : qwen_tools::split_lines(text)) {
+    ++number;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t\r\n\f\v") == std::string::npos) continue;
     lines.push_back({number, std::move(line)});

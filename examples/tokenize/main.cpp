@@ -16,8 +16,6 @@
 // "qwen-tokenize: error: ..." on stderr, exit status 1.
 #include <unistd.h>
 
-#include <algorithm>
-#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
@@ -31,6 +29,7 @@
 #include <qwen/io/json_file.hpp>
 #include <qwen/tokenizer/tokenizer.hpp>
 #include "../common/command_line.hpp"
+#include "../common/input.hpp"
 
 namespace {
 
@@ -46,24 +45,8 @@ std::string ids_to_json(const std::vector<TokenId>& ids) {
   return out + "]";
 }
 
-// stdin is read whole, up to this many bytes (an endless source such as /dev/zero is refused
-// there; a directory as stdin is a read error).
-constexpr std::uint64_t kMaxStdinBytes = std::uint64_t{256} << 20;
-
-std::string read_stdin() { return qwen::io::read_all(STDIN_FILENO, "stdin", kMaxStdinBytes); }
-
-// The lines of stdin (split at '\n'; a last line without one counts), for the --jsonl forms.
-std::vector<std::string> stdin_lines() {
-  const std::string text = read_stdin();
-  std::vector<std::string> lines;
-  std::size_t begin = 0;
-  while (begin < text.size()) {
-    const std::size_t end = std::min(text.find('\n', begin), text.size());
-    lines.push_back(text.substr(begin, end - begin));
-    begin = end + 1;
-  }
-  return lines;
-}
+// stdin is read whole, up to qwen_tools::max_input_bytes (a directory as stdin is a read error).
+std::string read_stdin() { return qwen::io::read_all(STDIN_FILENO, "stdin", qwen_tools::max_input_bytes); }
 
 // The rendered prompt of one chat request text (its object keys kept in their order: the
 // template's tojson prints tools as given).
@@ -106,7 +89,7 @@ int main(int argc, char** argv) {
       if (!jsonl) {
         out = result(read_stdin(), "stdin") + '\n';
       } else {
-        const std::vector<std::string> lines = stdin_lines();
+        const std::vector<std::string> lines = qwen_tools::split_lines(read_stdin());
         for (std::size_t n = 1; n <= lines.size(); ++n) {
           const std::string& line = lines[n - 1];
           const std::string where = "stdin line " + std::to_string(n);
@@ -134,7 +117,7 @@ int main(int argc, char** argv) {
       }
       std::cout << Tokenizer::from_file(dir).decode(list, skip_special);
     } else if (jsonl) {
-      const std::vector<std::string> lines = stdin_lines();  // read (and size-checked) before the tokenizer loads
+      const std::vector<std::string> lines = qwen_tools::split_lines(read_stdin());  // read (and size-checked) before the tokenizer loads
       const Tokenizer tokenizer = Tokenizer::from_file(dir);
       std::string out;  // all or nothing, as --chat --jsonl: no partial output before an error
       for (std::size_t n = 1; n <= lines.size(); ++n) {
