@@ -16,6 +16,7 @@
 #include <qwen/backend/cpu.hpp>
 #include <qwen/io/safetensors.hpp>
 #include <qwen/kv/block_manager.hpp>
+#include <qwen/model/cpu_model_of.hpp>
 #include <qwen/model/forward.hpp>
 #include <qwen/model/step.hpp>
 #include <qwen/model/load.hpp>
@@ -80,6 +81,53 @@ TEST_CASE("forward: the demo checkpoint's logits and greedy continuations equal 
     testing::check_against_reference(run, refs, "demo");
   });
   CHECK(dispatch_model<ToolModels>(config, []<class Model>() { return Model::name(); }) == "Qwen3<Dense, Demo, bf16>");
+}
+
+// CpuModel (model/cpu_model.hpp) is the typed forward pass behind a virtual interface: the same
+// logits bit for bit, the checkpoint's facts, and the loader's errors.
+TEST_CASE("forward: a CpuModel gives the typed forward pass's logits bit for bit and says what it loaded", "[forward][demo]") {
+  const fs::path dir = QWEN_DEMO_CHECKPOINT;
+  const std::vector<Reference> refs = testing::read_reference(fs::path(QWEN_DEMO_TEST_DIR) / "reference.safetensors", prompts);
+  using Demo = Qwen3Model<Dense, shapes::Demo, bf16>;
+  const CpuModelOptions options{.forward = {.max_tokens = 64, .max_sequences = 4, .kv_blocks = 24, .max_logit_rows = 32}, .threads = 2};
+  const std::unique_ptr<CpuModel> model = load_cpu_model_as<DemoModels>(dir, options);
+  CHECK(model->name() == "Qwen3<Dense, Demo, bf16>");
+  CHECK(model->isa() == CpuBackend::isa());
+  CHECK(model->config().hidden_size == shapes::Demo::hidden_size);
+  CHECK(model->eos_token_ids() == std::vector<std::int64_t>{1000, 1000, 998});  // config.json's, then generation_config.json's
+  CHECK(model->kv_blocks() == 24);
+  CHECK(model->kv_bytes_per_token() == std::int64_t{shapes::Demo::num_layers} * 2 * shapes::Demo::num_kv_heads * shapes::Demo::head_dim * 4);
+  CHECK(model->limits().vocab_size == shapes::Demo::vocab_size);
+  CHECK(model->limits().max_logit_rows == 32);
+  REQUIRE(model->pool() != nullptr);
+  CHECK(model->pool()->size() == 2);
+
+  const io::ModelConfig config = io::read_checkpoint_config(dir);
+  const auto loaded = load_checkpoint<Demo>(dir, config);
+  CpuBackend backend(2);
+  Runner<Demo> typed(loaded.weights, config, backend, 24);
+  BlockManager<cpu_model_block_size> books(model->kv_blocks());
+  StepPlan plan;
+  for (std::size_t p = 0; p < refs.size(); ++p) {
+    INFO("prompt " << p);
+    const int a = typed.books.add_sequence(), b = books.add_sequence();
+    std::vector<float> want, got;
+    typed.step({a, 0, refs[p].ids, Logits::all}, want);
+    const SequenceChunk chunk{b, 0, refs[p].ids, Logits::all};
+    plan_step(books, std::span(&chunk, 1), model->limits(), plan);
+    model->run(plan, got);
+    REQUIRE(got.size() == refs[p].ids.size() * static_cast<std::size_t>(shapes::Demo::vocab_size));
+    CHECK(got == want);
+    typed.books.free_sequence(a);
+    books.free_sequence(b);
+  }
+
+  // A checkpoint of a type outside the list, and options the forward pass cannot be built with.
+  CHECK_THROWS_WITH(load_cpu_model_as<DemoModels>(testing::golden_checkpoint("dense_tied"), options),
+                    Catch::Contains("matches no compiled Qwen3 type; the closest is Qwen3<Dense, Demo, bf16>"));
+  CpuModelOptions no_kv = options;
+  no_kv.forward.kv_blocks = 0;
+  CHECK_THROWS_WITH(load_cpu_model_as<DemoModels>(dir, no_kv), Catch::Contains("kv_blocks 0"));
 }
 
 namespace {

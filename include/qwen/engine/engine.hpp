@@ -60,6 +60,7 @@
 #include "qwen/chat/request.hpp"
 #include "qwen/core/error.hpp"
 #include "qwen/engine/request.hpp"
+#include "qwen/engine/step_model.hpp"
 #include "qwen/engine/text_stream.hpp"
 #include "qwen/io/model_config.hpp"
 #include "qwen/kv/block_manager.hpp"
@@ -103,12 +104,6 @@ struct EngineStats {
   double output_seconds = 0;     // stop checks, detokenizing, parsing, callbacks
 };
 
-// KV bytes per position for a model on a backend that stores K and V in fp32 (the CPU backend).
-template <class Model>
-[[nodiscard]] constexpr std::int64_t kv_bytes_per_token() noexcept {
-  return std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim * static_cast<std::int64_t>(sizeof(float));
-}
-
 // MemAvailable from /proc/meminfo in bytes, or 0 when it cannot be read.
 [[nodiscard]] inline std::int64_t available_memory_bytes() {
   std::ifstream in("/proc/meminfo");
@@ -127,21 +122,6 @@ template <class Model>
   const std::int64_t cap = available > 0 ? available / 2 : std::int64_t{1} << 30;
   return std::min(bytes_for_all_sequences, cap);
 }
-
-// The forward pass as the engine sees it: a step plan in, rows of logits on the host out. One
-// virtual call per step hides the model type, so the engine is compiled once per block size, not
-// once per model (a tool that dispatches over every model type instantiates only the forward).
-class StepModel {
- public:
-  virtual ~StepModel() = default;
-  [[nodiscard]] virtual const StepLimits& limits() const noexcept = 0;
-  [[nodiscard]] virtual int kv_blocks() const noexcept = 0;
-  [[nodiscard]] virtual std::int64_t kv_bytes_per_token() const noexcept = 0;
-  // Runs the step; `logits` becomes [plan.num_logit_rows(), vocab].
-  virtual void run(const StepPlan& plan, std::vector<float>& logits) = 0;
-  // Threads for sampling the rows (nullptr: the loop thread alone).
-  [[nodiscard]] virtual kernels::cpu::ThreadPool* pool() noexcept = 0;
-};
 
 [[nodiscard]] inline EngineOptions checked_engine_options(const EngineOptions& o) {
   if (o.max_num_seqs < 1) throw_error<InvalidArgument>("engine: max_num_seqs is ", o.max_num_seqs, ", must be >= 1");

@@ -47,6 +47,10 @@ using TestModels = ModelList<
 // The bundled demo checkpoint (models/demo).
 using DemoModels = ModelList<Qwen3Model<Dense, shapes::Demo, bf16>>;
 
+// What the qwen::cpu_models library compiles (qwen/model/cpu_model.hpp): the official types and
+// the demo model.
+using PrebuiltModels = concat_model_lists<OfficialModels, DemoModels>::type;
+
 using ToolModels = concat_model_lists<OfficialModels, concat_model_lists<TestModels, DemoModels>::type>::type;
 
 namespace detail {

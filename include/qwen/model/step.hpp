@@ -42,6 +42,14 @@ struct StepLimits {
   std::int64_t max_logit_rows = 0; // rows of logits in one step
 };
 
+// The largest step the forward pass is built for, and the KV cache's size.
+struct ForwardOptions {
+  std::int64_t max_tokens = 512;  // tokens in one step (a prefill chunk and the decodes beside it)
+  int max_sequences = 64;         // sequences in one step
+  int kv_blocks = 0;              // KV cache capacity in blocks, shared by all sequences (> 0)
+  std::int64_t max_logit_rows = 64;  // rows of logits one step returns ([rows, vocab] floats are reserved)
+};
+
 struct StepPlan {
   int block_size = 0;
   // Per token, [num_tokens], in chunk order.
