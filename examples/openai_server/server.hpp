@@ -39,6 +39,7 @@
 #include "exchange.hpp"
 #include "metrics.hpp"
 #include "model_host.hpp"
+#include "openapi.hpp"
 #include "options.hpp"
 #include "request_translation.hpp"
 #include "responses.hpp"
@@ -474,12 +475,23 @@ class ApiServer {
       });
     });
     http_.Get("/version", [](const Request&, Response& res) { send_json(res, 200, {{"version", QWEN_SERVE_VERSION}}); });
+    http_.Get("/openapi.json", [this](const Request&, Response& res) {
+      guarded(res, [&] {
+        // Once the model is loaded the document bounds token ids, lengths and the model name.
+        std::optional<OpenApiModelFacts> facts;
+        if (ModelHost* host = model())
+          facts = OpenApiModelFacts{options_.served_model_name, host->config().vocab_size, host->engine().max_model_len()};
+        res.status = 200;
+        res.set_content(openapi_document(QWEN_SERVE_VERSION, facts ? &*facts : nullptr).dump(), "application/json");
+      });
+    });
 
     // Everything else: 405 for a known path with another method, else 404.
     const auto fallback = [](const Request& req, Response& res) {
       static const std::vector<std::pair<std::string, std::string>> known = {
           {"/v1/chat/completions", "POST"}, {"/v1/completions", "POST"}, {"/tokenize", "POST"}, {"/detokenize", "POST"},
-          {"/v1/models", "GET, HEAD"},      {"/health", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/version", "GET, HEAD"}};
+          {"/v1/models", "GET, HEAD"},      {"/health", "GET, HEAD"},    {"/metrics", "GET, HEAD"}, {"/version", "GET, HEAD"},
+          {"/openapi.json", "GET, HEAD"}};
       for (const auto& [path, allow] : known)
         if (req.path == path || (path == "/v1/models" && req.path.starts_with("/v1/models/"))) {
           res.set_header("Allow", allow);
