@@ -29,6 +29,7 @@
 #include <vector>
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <nlohmann/json.hpp>
 #include <qwen/chat/chat_template.hpp>
@@ -63,13 +64,26 @@ class ApiServer {
     http_.set_keep_alive_max_count(1000);
     http_.set_read_timeout(30);
     http_.set_write_timeout(30);
+    // The listening socket, to raise its backlog after bind (below).
+    http_.set_socket_options([this](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_socket_ = sock;
+    });
     routes();
   }
   ApiServer(const ApiServer&) = delete;
   ApiServer& operator=(const ApiServer&) = delete;
 
   // Binds the listening socket; returns the port (the one picked for --port 0), or -1.
-  int bind() { return options_.port == 0 ? http_.bind_to_any_port(options_.host) : (http_.bind_to_port(options_.host, options_.port) ? options_.port : -1); }
+  // cpp-httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when Debian's
+  // library was compiled), so a burst of clients connecting at once overflowed it and some got
+  // their connection reset; listen() again on the bound socket raises it to the system's maximum.
+  int bind() {
+    const int port = options_.port == 0 ? http_.bind_to_any_port(options_.host)
+                                        : (http_.bind_to_port(options_.host, options_.port) ? options_.port : -1);
+    if (port > 0 && listen_socket_ != INVALID_SOCKET && ::listen(listen_socket_, SOMAXCONN) != 0) return -1;
+    return port;
+  }
   // Serves until stop(); run on a thread of its own.
   bool listen() { return http_.listen_after_bind(); }
 
@@ -534,6 +548,7 @@ class ApiServer {
   httplib::Server http_;
   Metrics metrics_;
 
+  socket_t listen_socket_ = INVALID_SOCKET;
   std::unique_ptr<ModelHost> host_;
   std::unique_ptr<EngineLoop> loop_;
   std::atomic<bool> ready_{false};
