@@ -3,6 +3,7 @@
 out as the Hugging Face checkpoints are (config.json with the published values, one
 model.safetensors, generation_config.json). For measuring qwen-generate's memory and speed on a
 real shape without downloading weights; the values are random, so the text it generates is not.
+With --zeros the weights are all zero and the file is sparse (for tests of a real-size load).
 
     .venv/bin/python bench/tools/make_random_checkpoint.py --shape 0.6B --out /tmp/qwen3-0.6b-random
 """
@@ -50,6 +51,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=sorted(SHAPES), required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--zeros", action="store_true",
+                    help="all-zero weights, written as a sparse file (instant, no disk): for tests that need a real-size load")
     args = ap.parse_args()
     shape = SHAPES[args.shape]
     hidden, layers, heads, kv_heads, inter = shape
@@ -67,8 +70,11 @@ def main():
     with open(os.path.join(args.out, "model.safetensors"), "wb") as f:
         f.write(struct.pack("<Q", len(text)))
         f.write(text)
-        for _, dims, norm in tensors(shape):
-            f.write(random_bf16(rng, int(np.prod(dims)), norm).astype("<u2").tobytes())
+        if args.zeros:
+            f.truncate(8 + len(text) + offset)
+        else:
+            for _, dims, norm in tensors(shape):
+                f.write(random_bf16(rng, int(np.prod(dims)), norm).astype("<u2").tobytes())
 
     config = {
         "architectures": ["Qwen3ForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,

@@ -623,6 +623,49 @@ def check_bad_requests(server):
 
 # ---- the second server: API key, limits, shutdown --------------------------------------------
 
+def check_loading(exe):
+    """While the model loads (a Qwen3-0.6B-sized checkpoint of zeros, written sparse by
+    bench/tools/make_random_checkpoint.py: about 0.7 s to load here, far more under the
+    sanitizers), /health and the generation routes answer 503 model_loading with Retry-After and
+    the other routes answer; then /health turns 200 and a completion runs. Not under --sanitized:
+    that build's tools are compiled for the test model types only (QWEN_TOOL_MODELS=tests), which
+    load in milliseconds."""
+    if SANITIZED:
+        print("      (check_loading: not in the sanitizer build, whose tools lack the 0.6B type)")
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory() as model:
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "bench", "tools", "make_random_checkpoint.py")
+        subprocess.run([sys.executable, tool, "--shape", "0.6B", "--zeros", "--out", model], check=True, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen([exe, model, "--host", "127.0.0.1", "--port", "0", "--kv-cache-memory", "64M", "--threads", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            line = proc.stdout.readline()
+            m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+            assert m and line.rstrip().endswith("loading)"), line
+            server = Server.__new__(Server)  # only its request helper: the process is ours
+            server.port = int(m.group(1))
+            status, headers, raw = server.request("GET", "/health")
+            assert status == 503 and json.loads(raw)["error"]["code"] == "model_loading", (status, raw)
+            body = {"prompt": [1, 2, 3], "max_tokens": 2}
+            status, headers, raw = server.request("POST", "/v1/completions", body)
+            assert status == 503 and json.loads(raw)["error"]["code"] == "model_loading" and "retry-after" in headers, (status, raw)
+            assert server.request("GET", "/version")[0] == 200
+            assert server.request("GET", "/openapi.json")[0] == 200
+            deadline = time.time() + 300
+            while server.request("GET", "/health")[0] != 200:
+                assert time.time() < deadline, "never became ready"
+                time.sleep(0.05)
+            status, _, raw = server.request("POST", "/v1/completions", body)
+            assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] == 2, (status, raw[:300])
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.stdout.close()
+
+
 def check_limits_and_shutdown(exe, model):
     server = Server(exe, model, "--api-key", "sekret", "--max-num-seqs", "1", "--max-waiting-requests", "0",
                     "--max-body-bytes", "65536", "--keep-alive-timeout", "1", "--served-model-name", NAME)
@@ -695,12 +738,13 @@ def main():
     finally:
         if server.proc.poll() is None:
             server.proc.kill()
-    try:
-        check_limits_and_shutdown(exe, model)
-        print("ok    check_limits_and_shutdown", flush=True)
-    except Exception:  # noqa: BLE001
-        failed.append("check_limits_and_shutdown")
-        print(f"FAIL  check_limits_and_shutdown\n{traceback.format_exc()}", flush=True)
+    for check in (check_limits_and_shutdown, check_loading):
+        try:
+            check(exe, model) if check is check_limits_and_shutdown else check(exe)
+            print(f"ok    {check.__name__}", flush=True)
+        except Exception:  # noqa: BLE001
+            failed.append(check.__name__)
+            print(f"FAIL  {check.__name__}\n{traceback.format_exc()}", flush=True)
     if failed:
         print("server output:\n" + "".join(server.output[-40:]))
         print(f"{len(failed)} failed: {', '.join(failed)}")
