@@ -6,9 +6,8 @@
 //     larger than the caches). The weight is cycled through enough copies (>= 1 GiB in all) that
 //     every call streams it from DRAM, as a decode step over a whole model does.
 //   Prefill (n = 512 tokens): compute-bound. flops_per_second = 2·n·in·out per second;
-//     peak_fraction = that / dot_probe (independent _mm512_dpbf16_ps on registers, the machine's
-//     bf16 dot-product rate). fma_fraction is the same rate over independent fp32 FMAs on
-//     registers: the ceiling of the fp32-activation path the kernel takes.
+//     peak_fraction = that / the larger of fma_probe (independent fp32 FMAs on registers) and
+//     dot_probe (independent _mm512_dpbf16_ps on registers), both reported (probes.hpp).
 //
 // Weights are random and generated at run time.
 #include <benchmark/benchmark.h>
@@ -25,10 +24,6 @@
 #include <qwen/kernels/cpu/thread_pool.hpp>
 
 #include "probes.hpp"
-
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
 
 // GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and trip -Wmaybe-uninitialized
 // when inlined (GCC bug 105593, fixed in GCC 13).
@@ -47,52 +42,6 @@ cpu::ThreadPool& pool() {
 }
 
 using qwen::bench::seconds_since;
-
-// ---- probes ------------------------------------------------------------------------------------
-// read_bandwidth and bf16_dot_peak come from probes.hpp (shared with qwen-bench-model). The fp32
-// FMA ceiling is this benchmark's own: the rate of independent fp32 FMAs on registers, on every
-// thread, which bounds the fp32-activation path linear takes.
-double fma_peak() {
-  static double cached = 0;
-  if (cached > 0) return cached;
-  constexpr int chains = 24;
-  constexpr std::int64_t iterations = 5'000'000;
-  std::vector<float> sink(pool().size());
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = Clock::now();
-    pool().parallel_for(pool().size(), 1, [&](std::int64_t begin, std::int64_t end) {
-      for (std::int64_t part = begin; part < end; ++part) {
-#if defined(__AVX512F__)
-        __m512 acc[chains];
-        for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c) * 1e-3f);
-        const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-4f);
-        for (std::int64_t i = 0; i < iterations; ++i) {
-#pragma GCC unroll 24
-          for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
-        }
-        for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-        float keep[16];
-        _mm512_storeu_ps(keep, acc[0]);
-        sink[static_cast<std::size_t>(part)] = keep[0];
-#else
-        float acc[chains];
-        for (int c = 0; c < chains; ++c) acc[c] = static_cast<float>(c);
-        for (std::int64_t i = 0; i < iterations; ++i)
-          for (int c = 0; c < chains; ++c) acc[c] = acc[c] * 0.999f + 1e-4f;
-        sink[static_cast<std::size_t>(part)] = acc[0];
-#endif
-      }
-    });
-    benchmark::DoNotOptimize(sink.data());
-#if defined(__AVX512F__)
-    constexpr double flops_per_fma = 32;
-#else
-    constexpr double flops_per_fma = 2;
-#endif
-    cached = std::max(cached, static_cast<double>(pool().size()) * iterations * chains * flops_per_fma / seconds_since(t0));
-  }
-  return cached;
-}
 
 // ---- weights -----------------------------------------------------------------------------------
 
@@ -153,7 +102,8 @@ void run_linear(benchmark::State& state, Format format, std::int64_t out, std::i
   std::uint64_t seed = 12345;
   for (auto& v : x) v = static_cast<float>(static_cast<std::int64_t>(next_random(seed) % 2001) - 1000) * 1e-3f;
 
-  const double bandwidth = qwen::bench::read_bandwidth(pool()), dot = qwen::bench::bf16_dot_peak(pool()), fma = fma_peak();
+  const qwen::bench::ComputePeak peak = qwen::bench::compute_peak(pool());
+  const double bandwidth = qwen::bench::read_bandwidth(pool());
   for (std::size_t c = 0; c < weights.copies(); ++c) weights.run(c, x.data(), n, y.data());  // warm the pool and page tables
   double seconds = 0;
   std::size_t copy = 0;
@@ -172,9 +122,9 @@ void run_linear(benchmark::State& state, Format format, std::int64_t out, std::i
   state.counters["bandwidth_fraction"] = bytes_per_second / bandwidth;
   state.counters["read_probe"] = bandwidth;
   state.counters["flops_per_second"] = flops_per_second;
-  if (dot > 0) state.counters["peak_fraction"] = flops_per_second / dot;  // 0: no AVX512_BF16 to compare with
-  if (dot > 0) state.counters["dot_probe"] = dot;
-  state.counters["fma_fraction"] = flops_per_second / fma;
+  state.counters["peak_fraction"] = flops_per_second / peak.best();
+  state.counters["fma_probe"] = peak.fp32_fma;
+  if (peak.bf16_dot > 0) state.counters["dot_probe"] = peak.bf16_dot;  // absent: no AVX512_BF16
   state.counters["us_per_call"] = seconds / calls * 1e6;
   state.SetLabel(std::string(cpu::linear_isa) + ", " + std::to_string(pool().size()) + " threads");
 }

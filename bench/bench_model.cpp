@@ -6,8 +6,9 @@
 //   Prefill/<shape>/512:  a 512-token prompt in one step (logits for the last token)
 // Counters: bytes_per_second (weight bytes read per second), bandwidth_fraction (that over a
 // read-bandwidth probe run in this process); for prefill also flops_per_second and
-// peak_fraction (over a bf16 dot-product probe in this process). Each probe runs right before and
-// right after the benchmark's timed loop and the larger value is used. See bench/probes.hpp.
+// peak_fraction (over the larger of an fp32-FMA and a bf16 dot-product probe in this process,
+// both reported). Each probe runs right before and right after the benchmark's timed loop and the
+// larger value is used. See bench/probes.hpp.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
@@ -70,7 +71,8 @@ void BM_Decode(benchmark::State& state) {
 
 // One decode step of `state.range(0)` sequences at once, each after a 128-token context: what
 // the engine's steps cost once every running request decodes. tokens_per_second counts the
-// step's tokens; bandwidth_fraction the weight bytes (read once per step) over the probe.
+// step's tokens; bandwidth_fraction the weight bytes (read once per step) over the read probe;
+// peak_fraction the step's Linear and lm_head flops over the compute probe.
 template <class Model>
 void BM_DecodeBatch(benchmark::State& state) {
   auto& b = bench_for<Model>();
@@ -109,8 +111,12 @@ void BM_DecodeBatch(benchmark::State& state) {
   });
   const double iterations = static_cast<double>(state.iterations());
   const double flops = 2.0 * (b.linear_params + static_cast<double>(Model::vocab_size) * Model::hidden_size) * batch;
+  // Once the batch is large enough that reading the weights no longer binds, the compute
+  // ceiling does (probed right after the loop).
+  const bench::ComputePeak peak = bench::compute_peak(b.backend.pool());
   state.counters["tokens_per_second"] = batch * iterations / seconds;
   state.counters["flops_per_second"] = flops * iterations / seconds;
+  state.counters["peak_fraction"] = flops * iterations / seconds / peak.best();
   state.counters["bandwidth_fraction"] = static_cast<double>(b.bytes_per_token) * iterations / seconds / bandwidth;
 }
 
@@ -127,7 +133,7 @@ void BM_Prefill(benchmark::State& state) {
   for (int i = 0; i < tokens; ++i) prompt[static_cast<std::size_t>(i)] = (i * 7919) % Model::vocab_size;
   std::vector<float> logits;
   double seconds = 0;
-  const double peak = bench::bracket_probe([&] { return bench::bf16_dot_peak(b.backend.pool()); }, [&] {
+  const bench::ComputePeak peak = bench::bracket_compute_peak(b.backend.pool(), [&] {
     for (auto _ : state) {
       const auto t0 = std::chrono::steady_clock::now();
       const SequenceChunk chunk{seq, 0, prompt, Logits::last};
@@ -143,8 +149,9 @@ void BM_Prefill(benchmark::State& state) {
   const double flops = 2.0 * b.linear_params * n + attention + 2.0 * Model::vocab_size * Model::hidden_size;
   const double bytes = static_cast<double>(b.bytes_per_token);
   state.counters["flops_per_second"] = flops * iterations / seconds;
-  state.counters["peak_fraction"] = peak > 0 ? flops * iterations / seconds / peak : 0;
-  state.counters["bf16_dot_probe"] = peak;
+  state.counters["peak_fraction"] = flops * iterations / seconds / peak.best();
+  state.counters["fp32_fma_probe"] = peak.fp32_fma;
+  state.counters["bf16_dot_probe"] = peak.bf16_dot;
   state.counters["bytes_per_second"] = bytes * iterations / seconds;
   state.counters["bandwidth_fraction"] = bytes * iterations / seconds / bench::read_bandwidth(b.backend.pool());
   state.counters["tokens_per_second"] = n * iterations / seconds;

@@ -4,7 +4,13 @@
 //                      caches), on every thread of the pool (the floor for decode, which streams
 //                      weights); best of 3 passes
 //   bf16_dot_peak():   flop/s of independent AVX-512 BF16 dot products (vdpbf16ps) on registers,
-//                      on every thread (2 flops per bf16 pair: the ceiling for prefill); best of 3
+//                      on every thread (2 flops per bf16 pair); best of 3
+//   fp32_fma_peak():   flop/s of independent fp32 FMAs (vfmadd on zmm registers where AVX-512 is
+//                      compiled in, else the compiler's best for a scalar chain) on every thread;
+//                      best of 3. On AVX-512 machines without BF16 or with two FMA ports it is
+//                      the higher of the two (twice the dot product's on the development VM)
+//   compute_peak():    both, and the larger: the ceiling that every compute fraction divides by,
+//                      whichever instruction the kernels use
 // Neither is cached: on a shared machine the bandwidth moves by a third between minutes, so a
 // benchmark probes right before and right after its timed loop and divides by the larger value
 // (bracket_probe), which keeps the fraction from flattering the code.
@@ -93,6 +99,64 @@ inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
   (void)pool;
   return 0;  // no BF16 dot-product instructions on this target: no peak to compare with
 #endif
+}
+
+inline double fp32_fma_peak(kernels::cpu::ThreadPool& pool) {
+  constexpr int chains = 24;  // independent accumulators: more than latency x ports
+  constexpr std::int64_t iterations = 5'000'000;
+  double best = 0;
+  for (int rep = 0; rep < 3; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    pool.parallel_for(pool.size(), 1, [&](std::int64_t b, std::int64_t e) {
+      for (std::int64_t thread = b; thread < e; ++thread) {
+#if defined(__AVX512F__)
+        __m512 acc[chains];
+        for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c) * 1e-3f);
+        const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
+        for (std::int64_t i = 0; i < iterations; ++i) {
+#pragma GCC unroll 24
+          for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], x, y);
+        }
+        for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+        float keep[16];
+        _mm512_storeu_ps(keep, acc[0]);
+        volatile float sink = keep[0];
+#else
+        float acc[chains];
+        for (int c = 0; c < chains; ++c) acc[c] = static_cast<float>(c);
+        for (std::int64_t i = 0; i < iterations; ++i)
+          for (int c = 0; c < chains; ++c) acc[c] = acc[c] * 0.999f + 1e-4f;
+        volatile float sink = acc[0];
+#endif
+        (void)sink;
+      }
+    });
+#if defined(__AVX512F__)
+    constexpr double flops_per_fma = 32;  // 16 lanes, a multiply and an add each
+#else
+    constexpr double flops_per_fma = 2;
+#endif
+    const double flops = static_cast<double>(pool.size()) * static_cast<double>(iterations) * chains * flops_per_fma;
+    best = std::max(best, flops / seconds_since(t0));
+  }
+  return best;
+}
+
+struct ComputePeak {
+  double fp32_fma = 0;
+  double bf16_dot = 0;  // 0: no AVX512_BF16 on this target
+  [[nodiscard]] double best() const noexcept { return std::max(fp32_fma, bf16_dot); }
+};
+
+inline ComputePeak compute_peak(kernels::cpu::ThreadPool& pool) { return {fp32_fma_peak(pool), bf16_dot_peak(pool)}; }
+
+// compute_peak() right before and right after timed(); each field the larger of the two.
+template <class Timed>
+ComputePeak bracket_compute_peak(kernels::cpu::ThreadPool& pool, Timed&& timed) {
+  const ComputePeak before = compute_peak(pool);
+  timed();
+  const ComputePeak after = compute_peak(pool);
+  return {std::max(before.fp32_fma, after.fp32_fma), std::max(before.bf16_dot, after.bf16_dot)};
 }
 
 // The larger of a probe run right before and right after timed().
