@@ -23,6 +23,8 @@
 #include "qwen/io/tokenizer_config.hpp"
 #include "qwen/kv/block_manager.hpp"
 #include "qwen/kv/paged_kv.hpp"
+#include "qwen/model/cpu_model.hpp"  // load_cpu_model is defined by the qwen::cpu_models library
+#include "qwen/model/cpu_model_of.hpp"
 #include "qwen/model/forward.hpp"
 #include "qwen/model/load.hpp"
 #include "qwen/model/placed_weights.hpp"
