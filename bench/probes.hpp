@@ -64,37 +64,43 @@ inline double read_bandwidth(kernels::cpu::ThreadPool& pool) {
   return best;
 }
 
-inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
-#if defined(__AVX512BF16__)
-  constexpr std::int64_t iterations = 20'000'000;
+// The best of 3 rates of `per_thread()` run once on every thread of the pool at the same time,
+// each run counting `flops_per_thread` flops.
+template <class PerThread>
+double register_peak(kernels::cpu::ThreadPool& pool, double flops_per_thread, PerThread&& per_thread) {
   double best = 0;
   for (int rep = 0; rep < 3; ++rep) {
     const auto t0 = std::chrono::steady_clock::now();
     pool.parallel_for(pool.size(), 1, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t thread = b; thread < e; ++thread) {
-        // 12 independent accumulators hide the instruction's latency.
-        __m512 acc[12];
-        for (auto& a : acc) a = _mm512_setzero_ps();
-        const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3f00);
-        for (std::int64_t i = 0; i < iterations / 12; ++i) {
-          // Fully unrolled so that the accumulators live in registers (a loop over the array
-          // keeps them in memory at -O2, and the probe would measure store-forwarding instead).
-#pragma GCC unroll 12
-          for (int j = 0; j < 12; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], x, y);
-        }
-        float keep[16];
-        __m512 total = acc[0];
-        for (int j = 1; j < 12; ++j) total = _mm512_add_ps(total, acc[j]);
-        _mm512_storeu_ps(keep, total);
-        volatile float sink = keep[0];
-        (void)sink;
-      }
+      for (std::int64_t thread = b; thread < e; ++thread) per_thread();
     });
-    // Each vdpbf16ps: 32 bf16 pairs, a multiply and an add each.
-    const double flops = static_cast<double>(pool.size()) * static_cast<double>(iterations / 12 * 12) * 32 * 2;
-    best = std::max(best, flops / seconds_since(t0));
+    best = std::max(best, static_cast<double>(pool.size()) * flops_per_thread / seconds_since(t0));
   }
   return best;
+}
+
+inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
+#if defined(__AVX512BF16__)
+  constexpr std::int64_t iterations = 20'000'000 / 12;
+  // Each vdpbf16ps: 32 bf16 pairs, a multiply and an add each.
+  return register_peak(pool, static_cast<double>(iterations) * 12 * 32 * 2, [] {
+    // 12 independent accumulators hide the instruction's latency.
+    __m512 acc[12];
+    for (auto& a : acc) a = _mm512_setzero_ps();
+    const __m512bh x = (__m512bh)_mm512_set1_epi16(0x3f80), y = (__m512bh)_mm512_set1_epi16(0x3f00);
+    for (std::int64_t i = 0; i < iterations; ++i) {
+      // Fully unrolled so that the accumulators live in registers (a loop over the array keeps
+      // them in memory at -O2, and the probe would measure store-forwarding instead).
+#pragma GCC unroll 12
+      for (int j = 0; j < 12; ++j) acc[j] = _mm512_dpbf16_ps(acc[j], x, y);
+    }
+    __m512 total = acc[0];
+    for (int j = 1; j < 12; ++j) total = _mm512_add_ps(total, acc[j]);
+    float keep[16];
+    _mm512_storeu_ps(keep, total);
+    volatile float sink = keep[0];
+    (void)sink;
+  });
 #else
   (void)pool;
   return 0;  // no BF16 dot-product instructions on this target: no peak to compare with
@@ -104,42 +110,33 @@ inline double bf16_dot_peak(kernels::cpu::ThreadPool& pool) {
 inline double fp32_fma_peak(kernels::cpu::ThreadPool& pool) {
   constexpr int chains = 24;  // independent accumulators: more than latency x ports
   constexpr std::int64_t iterations = 5'000'000;
-  double best = 0;
-  for (int rep = 0; rep < 3; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    pool.parallel_for(pool.size(), 1, [&](std::int64_t b, std::int64_t e) {
-      for (std::int64_t thread = b; thread < e; ++thread) {
 #if defined(__AVX512F__)
-        __m512 acc[chains];
-        for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c) * 1e-3f);
-        const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
-        for (std::int64_t i = 0; i < iterations; ++i) {
+  constexpr double flops_per_fma = 32;  // 16 lanes, a multiply and an add each
+#else
+  constexpr double flops_per_fma = 2;
+#endif
+  return register_peak(pool, static_cast<double>(iterations) * chains * flops_per_fma, [] {
+#if defined(__AVX512F__)
+    __m512 acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c) * 1e-3f);
+    const __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
+    for (std::int64_t i = 0; i < iterations; ++i) {
 #pragma GCC unroll 24
-          for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], x, y);
-        }
-        for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
-        float keep[16];
-        _mm512_storeu_ps(keep, acc[0]);
-        volatile float sink = keep[0];
+      for (int c = 0; c < chains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], x, y);
+    }
+    for (int c = 1; c < chains; ++c) acc[0] = _mm512_add_ps(acc[0], acc[c]);
+    float keep[16];
+    _mm512_storeu_ps(keep, acc[0]);
+    volatile float sink = keep[0];
 #else
-        float acc[chains];
-        for (int c = 0; c < chains; ++c) acc[c] = static_cast<float>(c);
-        for (std::int64_t i = 0; i < iterations; ++i)
-          for (int c = 0; c < chains; ++c) acc[c] = acc[c] * 0.999f + 1e-4f;
-        volatile float sink = acc[0];
+    float acc[chains];
+    for (int c = 0; c < chains; ++c) acc[c] = static_cast<float>(c);
+    for (std::int64_t i = 0; i < iterations; ++i)
+      for (int c = 0; c < chains; ++c) acc[c] = acc[c] * 0.999f + 1e-4f;
+    volatile float sink = acc[0];
 #endif
-        (void)sink;
-      }
-    });
-#if defined(__AVX512F__)
-    constexpr double flops_per_fma = 32;  // 16 lanes, a multiply and an add each
-#else
-    constexpr double flops_per_fma = 2;
-#endif
-    const double flops = static_cast<double>(pool.size()) * static_cast<double>(iterations) * chains * flops_per_fma;
-    best = std::max(best, flops / seconds_since(t0));
-  }
-  return best;
+    (void)sink;
+  });
 }
 
 struct ComputePeak {
