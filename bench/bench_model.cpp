@@ -133,7 +133,7 @@ void BM_Prefill(benchmark::State& state) {
   for (int i = 0; i < tokens; ++i) prompt[static_cast<std::size_t>(i)] = (i * 7919) % Model::vocab_size;
   std::vector<float> logits;
   double seconds = 0;
-  const bench::ComputePeak peak = bench::bracket_compute_peak(b.backend.pool(), [&] {
+  const bench::ComputePeak peak = bench::bracket_probe([&] { return bench::compute_peak(b.backend.pool()); }, [&] {
     for (auto _ : state) {
       const auto t0 = std::chrono::steady_clock::now();
       const SequenceChunk chunk{seq, 0, prompt, Logits::last};

@@ -147,21 +147,18 @@ struct ComputePeak {
 
 inline ComputePeak compute_peak(kernels::cpu::ThreadPool& pool) { return {fp32_fma_peak(pool), bf16_dot_peak(pool)}; }
 
-// compute_peak() right before and right after timed(); each field the larger of the two.
-template <class Timed>
-ComputePeak bracket_compute_peak(kernels::cpu::ThreadPool& pool, Timed&& timed) {
-  const ComputePeak before = compute_peak(pool);
-  timed();
-  const ComputePeak after = compute_peak(pool);
-  return {std::max(before.fp32_fma, after.fp32_fma), std::max(before.bf16_dot, after.bf16_dot)};
+// The larger of two readings of a probe: of a rate, or field by field of a ComputePeak.
+inline double larger(double a, double b) { return std::max(a, b); }
+inline ComputePeak larger(const ComputePeak& a, const ComputePeak& b) {
+  return {std::max(a.fp32_fma, b.fp32_fma), std::max(a.bf16_dot, b.bf16_dot)};
 }
 
 // The larger of a probe run right before and right after timed().
 template <class Probe, class Timed>
-double bracket_probe(Probe&& probe, Timed&& timed) {
-  const double before = probe();
+auto bracket_probe(Probe&& probe, Timed&& timed) {
+  const auto before = probe();
   timed();
-  return std::max(before, probe());
+  return larger(before, probe());
 }
 
 }  // namespace qwen::bench

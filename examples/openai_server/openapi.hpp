@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +17,8 @@ namespace qwen_serve {
 
 namespace detail {
 
-// Components and paths; the info block is added with the version at run time.
+// Components and paths; the info block is added with the version at run time, and the error
+// responses of each operation from error_statuses below.
 inline constexpr const char* openapi_text = R"json({
   "openapi": "3.0.3",
   "paths": {
@@ -26,10 +29,7 @@ inline constexpr const char* openapi_text = R"json({
         "responses": {
           "200": {"description": "the completion, or its chunks as text/event-stream",
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ChatCompletion"}},
-                              "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}}},
-          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
-          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
-          "503": {"$ref": "#/components/responses/Error"}
+                              "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}}}
         }
       }
     },
@@ -40,10 +40,7 @@ inline constexpr const char* openapi_text = R"json({
         "responses": {
           "200": {"description": "the completion, or its chunks as text/event-stream",
                   "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Completion"}},
-                              "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}}},
-          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
-          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
-          "503": {"$ref": "#/components/responses/Error"}
+                              "text/event-stream": {"schema": {"$ref": "#/components/schemas/ServerSentEvent"}}}}
         }
       }
     },
@@ -53,10 +50,7 @@ inline constexpr const char* openapi_text = R"json({
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenizeRequest"}}}},
         "responses": {
           "200": {"description": "the token ids",
-                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenizeResponse"}}}},
-          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
-          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
-          "503": {"$ref": "#/components/responses/Error"}
+                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TokenizeResponse"}}}}
         }
       }
     },
@@ -66,10 +60,7 @@ inline constexpr const char* openapi_text = R"json({
         "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/DetokenizeRequest"}}}},
         "responses": {
           "200": {"description": "the text",
-                  "content": {"application/json": {"schema": {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}}}}},
-          "400": {"$ref": "#/components/responses/Error"}, "401": {"$ref": "#/components/responses/Error"},
-          "404": {"$ref": "#/components/responses/Error"}, "413": {"$ref": "#/components/responses/Error"},
-          "503": {"$ref": "#/components/responses/Error"}
+                  "content": {"application/json": {"schema": {"type": "object", "required": ["prompt"], "properties": {"prompt": {"type": "string"}}}}}}
         }
       }
     },
@@ -80,8 +71,7 @@ inline constexpr const char* openapi_text = R"json({
           "200": {"description": "a list of one model",
                   "content": {"application/json": {"schema": {"type": "object", "required": ["object", "data"],
                     "properties": {"object": {"type": "string", "enum": ["list"]},
-                                   "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}}}}},
-          "401": {"$ref": "#/components/responses/Error"}
+                                   "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}}}}}}}
         }
       }
     },
@@ -90,8 +80,7 @@ inline constexpr const char* openapi_text = R"json({
         "summary": "The served model, by name",
         "parameters": [{"name": "model", "in": "path", "required": true, "schema": {"type": "string", "minLength": 1}}],
         "responses": {
-          "200": {"description": "the model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}}},
-          "401": {"$ref": "#/components/responses/Error"}, "404": {"$ref": "#/components/responses/Error"}
+          "200": {"description": "the model", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Model"}}}}
         }
       }
     },
@@ -100,8 +89,7 @@ inline constexpr const char* openapi_text = R"json({
         "summary": "200 once the model is loaded, 503 before",
         "responses": {
           "200": {"description": "ready", "content": {"application/json": {"schema": {"type": "object", "required": ["status"],
-                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}},
-          "503": {"$ref": "#/components/responses/Error"}
+                    "properties": {"status": {"type": "string", "enum": ["ok"]}}}}}}
         }
       }
     },
@@ -274,6 +262,18 @@ inline constexpr const char* openapi_text = R"json({
   }
 })json";
 
+// The error statuses each operation can answer (the body: OpenAI's error object). 404: another
+// model's name; 413: a body over the limit; 503: loading, overloaded or shutting down.
+inline const std::pair<const char*, std::vector<const char*>> error_statuses[] = {
+    {"/v1/chat/completions", {"400", "401", "404", "413", "503"}},
+    {"/v1/completions", {"400", "401", "404", "413", "503"}},
+    {"/tokenize", {"400", "401", "404", "413", "503"}},
+    {"/detokenize", {"400", "401", "404", "413", "503"}},
+    {"/v1/models", {"401"}},
+    {"/v1/models/{model}", {"401", "404"}},
+    {"/health", {"503"}},
+};
+
 }  // namespace detail
 
 // What the document says about the served model once it is loaded: the one model name the
@@ -288,6 +288,9 @@ struct OpenApiModelFacts {
 // bounds in the request schemas.
 [[nodiscard]] inline nlohmann::ordered_json openapi_document(const std::string& version, const OpenApiModelFacts* facts = nullptr) {
   nlohmann::ordered_json doc = nlohmann::ordered_json::parse(detail::openapi_text);
+  for (const auto& [path, statuses] : detail::error_statuses)
+    for (auto& operation : doc["paths"][path])
+      for (const char* status : statuses) operation["responses"][status] = {{"$ref", "#/components/responses/Error"}};
   if (facts) {
     auto& schemas = doc["components"]["schemas"];
     for (const char* schema : {"SamplingFields", "TokenizeRequest", "DetokenizeRequest"})

@@ -69,6 +69,7 @@ class ApiServer {
       httplib::default_socket_options(sock);
       listen_socket_ = sock;
     });
+    openapi_loading_ = openapi_document(QWEN_SERVE_VERSION).dump();
     routes();
   }
   ApiServer(const ApiServer&) = delete;
@@ -91,6 +92,9 @@ class ApiServer {
   void set_model(std::unique_ptr<ModelHost> host) {
     host_ = std::move(host);
     loop_ = std::make_unique<EngineLoop>(host_->engine());
+    // Now the document can bound token ids, lengths and the model name.
+    const OpenApiModelFacts facts{options_.served_model_name, host_->config().vocab_size, host_->engine().max_model_len()};
+    openapi_ready_ = openapi_document(QWEN_SERVE_VERSION, &facts).dump();
     ready_.store(true, std::memory_order_release);
   }
   [[nodiscard]] ModelHost* model() const noexcept { return ready_.load(std::memory_order_acquire) ? host_.get() : nullptr; }
@@ -490,14 +494,8 @@ class ApiServer {
     });
     http_.Get("/version", [](const Request&, Response& res) { send_json(res, 200, {{"version", QWEN_SERVE_VERSION}}); });
     http_.Get("/openapi.json", [this](const Request&, Response& res) {
-      guarded(res, [&] {
-        // Once the model is loaded the document bounds token ids, lengths and the model name.
-        std::optional<OpenApiModelFacts> facts;
-        if (ModelHost* host = model())
-          facts = OpenApiModelFacts{options_.served_model_name, host->config().vocab_size, host->engine().max_model_len()};
-        res.status = 200;
-        res.set_content(openapi_document(QWEN_SERVE_VERSION, facts ? &*facts : nullptr).dump(), "application/json");
-      });
+      res.status = 200;
+      res.set_content(model() ? openapi_ready_ : openapi_loading_, "application/json");  // ready_'s release orders the write
     });
 
     // Everything else: 405 for a known path with another method, else 404.
@@ -549,6 +547,7 @@ class ApiServer {
   Metrics metrics_;
 
   socket_t listen_socket_ = INVALID_SOCKET;
+  std::string openapi_loading_, openapi_ready_;  // GET /openapi.json before and after the model is loaded
   std::unique_ptr<ModelHost> host_;
   std::unique_ptr<EngineLoop> loop_;
   std::atomic<bool> ready_{false};

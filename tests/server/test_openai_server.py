@@ -38,6 +38,21 @@ WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "descrip
                                                                 "required": ["city"]}}}
 
 
+def http_request(port, method, path, body=None, headers=None, timeout=60):
+    """One request to 127.0.0.1:port on a new connection: (status, headers dict, body bytes)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        h = {"Content-Type": "application/json"}
+        h.update(headers or {})
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        conn.close()
+
+
 class Server:
     """A qwen-serve process on 127.0.0.1:<free port>, ready when constructed."""
 
@@ -69,17 +84,7 @@ class Server:
 
     def request(self, method, path, body=None, headers=None, timeout=60):
         """One request on a new connection: (status, headers dict, body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        try:
-            if isinstance(body, (dict, list)):
-                body = json.dumps(body)
-            h = {"Content-Type": "application/json"}
-            h.update(headers or {})
-            conn.request(method, path, body=body, headers=h)
-            r = conn.getresponse()
-            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
-        finally:
-            conn.close()
+        return http_request(self.port, method, path, body, headers, timeout)
 
     def client(self, api_key="unused"):
         return openai.OpenAI(base_url=f"http://127.0.0.1:{self.port}/v1", api_key=api_key, max_retries=0, timeout=120)
@@ -643,20 +648,19 @@ def check_loading(exe):
             line = proc.stdout.readline()
             m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
             assert m and line.rstrip().endswith("loading)"), line
-            server = Server.__new__(Server)  # only its request helper: the process is ours
-            server.port = int(m.group(1))
-            status, headers, raw = server.request("GET", "/health")
+            port = int(m.group(1))
+            status, headers, raw = http_request(port, "GET", "/health")
             assert status == 503 and json.loads(raw)["error"]["code"] == "model_loading", (status, raw)
             body = {"prompt": [1, 2, 3], "max_tokens": 2}
-            status, headers, raw = server.request("POST", "/v1/completions", body)
+            status, headers, raw = http_request(port, "POST", "/v1/completions", body)
             assert status == 503 and json.loads(raw)["error"]["code"] == "model_loading" and "retry-after" in headers, (status, raw)
-            assert server.request("GET", "/version")[0] == 200
-            assert server.request("GET", "/openapi.json")[0] == 200
+            assert http_request(port, "GET", "/version")[0] == 200
+            assert http_request(port, "GET", "/openapi.json")[0] == 200
             deadline = time.time() + 300
-            while server.request("GET", "/health")[0] != 200:
+            while http_request(port, "GET", "/health")[0] != 200:
                 assert time.time() < deadline, "never became ready"
                 time.sleep(0.05)
-            status, _, raw = server.request("POST", "/v1/completions", body)
+            status, _, raw = http_request(port, "POST", "/v1/completions", body)
             assert status == 200 and json.loads(raw)["usage"]["completion_tokens"] == 2, (status, raw[:300])
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=60) == 0

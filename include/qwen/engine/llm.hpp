@@ -61,7 +61,7 @@ class LLM {
         tokenizer_(load_tokenizer(dir)),
         chat_template_(load_template(dir)),
         engine_(make_step_model<Model, CpuBackend, BlockSize>(loaded_.weights, loaded_.config, backend_, options.engine), options.engine,
-                EngineText{tokenizer_.get(), chat_template_ ? &*chat_template_ : nullptr, eos_ids()}) {}
+                EngineText{tokenizer_.get(), chat_template_ ? &*chat_template_ : nullptr, eos_token_ids(loaded_)}) {}
 
   LLM(const LLM&) = delete;
   LLM& operator=(const LLM&) = delete;
@@ -112,11 +112,6 @@ class LLM {
       chat_error_ = e.what();
       return std::nullopt;
     }
-  }
-  std::vector<std::int64_t> eos_ids() const {
-    std::vector<std::int64_t> ids = loaded_.config.eos_token_ids;
-    if (loaded_.generation) ids.insert(ids.end(), loaded_.generation->eos_token_ids.begin(), loaded_.generation->eos_token_ids.end());
-    return ids;
   }
 
   LoadedCheckpoint<Model> loaded_;

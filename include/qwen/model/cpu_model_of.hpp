@@ -33,9 +33,7 @@ class CpuModelOf final : public CpuModel {
         backend_(options.threads),
         forward_(loaded_.weights, loaded_.config, backend_, options.forward),
         name_(Model::name()),
-        eos_(loaded_.config.eos_token_ids) {
-    if (loaded_.generation) eos_.insert(eos_.end(), loaded_.generation->eos_token_ids.begin(), loaded_.generation->eos_token_ids.end());
-  }
+        eos_(qwen::eos_token_ids(loaded_)) {}
 
   [[nodiscard]] const StepLimits& limits() const noexcept override { return forward_.limits(); }
   [[nodiscard]] int kv_blocks() const noexcept override { return forward_.kv_cache().num_blocks(); }

@@ -32,6 +32,15 @@ struct LoadedCheckpoint {
   Weights<Model> weights;
 };
 
+// The checkpoint's end-of-sequence ids: config.json's, then generation_config.json's (the union
+// the engine stops on, as transformers and vLLM read them).
+template <class Model>
+[[nodiscard]] std::vector<std::int64_t> eos_token_ids(const LoadedCheckpoint<Model>& loaded) {
+  std::vector<std::int64_t> ids = loaded.config.eos_token_ids;
+  if (loaded.generation) ids.insert(ids.end(), loaded.generation->eos_token_ids.begin(), loaded.generation->eos_token_ids.end());
+  return ids;
+}
+
 namespace detail {
 // Every end-of-sequence id names a token of the model (what the engine requires of them).
 inline void check_eos_ids(const std::vector<std::int64_t>& ids, std::int64_t vocab_size, const std::string& file) {
