@@ -1,9 +1,6 @@
 // kernels/cuda/fp8_dequant.cuh against its CPU twin (kernels/cpu/fp8_dequant.hpp), bit for bit
 // for non-NaN results and NaN for NaN, on random inputs over ragged sizes, both scale dtypes and
 // both output dtypes. Outputs are poisoned first so an unwritten element fails.
-//
-// Without a usable CUDA device it prints "SKIPPED: no CUDA device" and returns 4
-// (ctest SKIP_RETURN_CODE).
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -18,40 +15,14 @@
 #include <qwen/kernels/cpu/fp8_dequant.hpp>
 #include <qwen/kernels/cuda/fp8_dequant.cuh>
 
+#include "gpu_test.cuh"
+
 namespace {
 
 using qwen::bf16;
 using qwen::fp8_e4m3;
-
-constexpr int skip_return_code = 4;
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
-}
-
-// Device buffer holding a copy of a host vector.
-template <class T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(const std::vector<T>& host) : size_(host.size()) {
-    check(cudaMalloc(&data_, bytes()), "cudaMalloc");
-    check(cudaMemcpy(data_, host.data(), bytes(), cudaMemcpyHostToDevice), "cudaMemcpy to device");
-  }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() { cudaFree(data_); }
-  [[nodiscard]] T* data() const { return data_; }
-  [[nodiscard]] std::size_t bytes() const { return std::max<std::size_t>(size_, 1) * sizeof(T); }
-  [[nodiscard]] std::vector<T> to_host() const {
-    std::vector<T> host(size_);
-    check(cudaMemcpy(host.data(), data_, size_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy to host");
-    return host;
-  }
-
- private:
-  T* data_ = nullptr;
-  std::size_t size_;
-};
+using qwen::test_cuda::check;
+using qwen::test_cuda::DeviceBuffer;
 
 float as_float(float x) { return x; }
 float as_float(bf16 x) { return x.to_float(); }
@@ -116,14 +87,9 @@ std::size_t compare(std::mt19937_64& rng, std::int64_t rows, std::int64_t cols, 
   return n;
 }
 
-int run() {
-  int devices = 0;
-  const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status != cudaSuccess || devices == 0) {
-    std::printf("SKIPPED: no CUDA device (cudaGetDeviceCount: %s)\n",
-                status == cudaSuccess ? "0 devices" : cudaGetErrorString(status));
-    return skip_return_code;
-  }
+}  // namespace
+
+TEST_CASE("cuda fp8_dequant matches the cpu twin bit for bit", "[cuda]") {
   std::mt19937_64 rng(0xf8'6b0);
   std::size_t compared = 0, mismatches = 0;
   for (std::int64_t rows : {1, 17, 97, 128, 255, 300}) {
@@ -134,17 +100,7 @@ int run() {
       compared += compare<bf16, bf16>(rng, rows, cols, mismatches);
     }
   }
-  std::printf("fp8_dequant gpu vs cpu: %zu elements compared, %zu mismatches\n", compared, mismatches);
-  return mismatches == 0 ? 0 : 1;
-}
-
-}  // namespace
-
-int main() {
-  try {
-    return run();
-  } catch (const std::exception& e) {
-    std::printf("FAILED: %s\n", e.what());
-    return 1;
-  }
+  INFO("fp8_dequant gpu vs cpu: " << compared << " elements compared, " << mismatches << " mismatches");
+  CHECK(compared > 0);
+  CHECK(mismatches == 0);
 }
