@@ -36,7 +36,8 @@ constexpr int block = testing::forward_block;
 constexpr int prompts = 4;
 using testing::argmax;
 using testing::Reference;
-using testing::Runner;
+template <class Model>
+using Runner = testing::Runner<Model, CpuBackend>;
 
 std::vector<Reference> read_reference(std::string_view fixture) {
   return testing::read_reference(fs::path(QWEN_GOLDEN_DIR) / "reference" / (std::string(fixture) + ".safetensors"), prompts);

@@ -1,5 +1,5 @@
 // The elementwise and row ops on the GPU against their CPU twins: embedding (bit for bit),
-// RMSNorm and the fused residual add + RMSNorm, SiLU x up (both layouts), against the
+// RMSNorm and the fused residual add + RMSNorm, SiLU x up (both layouts), add and gather_rows, against the
 // double-precision oracles of kernels/cpu, on ragged shapes; plus the host-side errors.
 #include <cuda_runtime.h>
 
@@ -12,6 +12,7 @@
 #include <qwen/kernels/cpu/embedding.hpp>
 #include <qwen/kernels/cpu/rms_norm.hpp>
 #include <qwen/kernels/cpu/silu_mul.hpp>
+#include <qwen/kernels/cuda/elementwise.cuh>
 #include <qwen/kernels/cuda/embedding.cuh>
 #include <qwen/kernels/cuda/rms_norm.cuh>
 #include <qwen/kernels/cuda/silu_mul.cuh>
@@ -205,4 +206,28 @@ TEST_CASE("cuda silu_mul checks its arguments", "[cuda]") {
   CHECK_THROWS_AS(gpu::silu_mul_fused(d_gate_up.data(), 2, 0, d_gate_up.data(), nullptr), qwen::InvalidArgument);
   CHECK_THROWS_AS(gpu::silu_mul_fused(d_gate_up.data(), 2, 2, d_gate_up.data() + 1, nullptr), qwen::InvalidArgument);
   CHECK(gpu::silu_mul(nullptr, nullptr, nullptr, 0, nullptr) == cudaSuccess);
+}
+
+TEST_CASE("cuda add and gather_rows equal the cpu backend's loops bit for bit", "[cuda]") {
+  std::mt19937 rng(15);
+  for (const std::int64_t count : {1, 1000, 70001}) {
+    const std::vector<float> x = random_floats(rng, static_cast<std::size_t>(count)), y = random_floats(rng, x.size());
+    std::vector<float> expected(x.size());
+    for (std::size_t i = 0; i < x.size(); ++i) expected[i] = x[i] + y[i];
+    const DeviceBuffer<float> d_x(x), d_y(y);
+    check(gpu::add(d_x.data(), d_y.data(), count, nullptr), "add launch");
+    require_equal_bits(d_x.to_host(), expected, "add");
+  }
+  const std::int64_t tokens = 37, width = 1027;
+  const std::vector<float> src = random_floats(rng, static_cast<std::size_t>(tokens * width));
+  const std::vector<std::int32_t> rows = {36, 0, 5, 5, 17};
+  std::vector<float> expected;
+  for (const std::int32_t r : rows) expected.insert(expected.end(), src.begin() + r * width, src.begin() + (r + 1) * width);
+  const DeviceBuffer<float> d_src(src), d_dst(expected.size());
+  const DeviceBuffer<std::int32_t> d_rows(rows);
+  check(gpu::gather_rows(d_src.data(), d_rows.data(), static_cast<std::int64_t>(rows.size()), width, d_dst.data(), nullptr),
+        "gather_rows launch");
+  require_equal_bits(d_dst.to_host(), expected, "gather_rows");
+  CHECK_THROWS_AS(gpu::add(d_src.data(), d_src.data(), -1, nullptr), qwen::InvalidArgument);
+  CHECK_THROWS_AS(gpu::gather_rows(d_src.data(), d_rows.data(), 1, 0, d_dst.data(), nullptr), qwen::InvalidArgument);
 }

@@ -1,6 +1,5 @@
-// What the forward pass needs of a backend, as C++20 concepts. CpuBackend (backend/cpu.hpp)
-// satisfies them (a static_assert there and in the tests checks it); a CUDA backend provides the
-// same members over device memory.
+// What the forward pass needs of a backend, as C++20 concepts. CpuBackend (backend/cpu.hpp) and
+// CudaBackend (backend/cuda.hpp) satisfy them (static_asserts there and in the tests check it).
 //
 // Memory spaces (each member says where its pointers live):
 //   - Activations: Buffer<Activation>, allocated through allocate<T>(count) when the forward
@@ -43,7 +42,16 @@ concept Backend = requires(B& b, const B& cb, typename B::template Buffer<typena
   b.add(p, cp, count);
 };
 
-// Everything Qwen3Forward<Model, B, BlockSize> calls.
+// The attention's input side in one op: q_norm and k_norm over each head, RoPE with the step's
+// table, and the append of k and v at the step's KV slots (instead of rms_norm, rope, write_kv).
+template <class B, class Model, int BlockSize>
+concept BackendFusesQkNormRope =
+    requires(B& b, typename B::template Step<Model>& step, typename B::template KVCache<BlockSize>& kv, float* p, const float* cp,
+             int layer, float eps, typename B::template Vector<typename Model::weight_traits::plain_type> norm) {
+      b.qk_norm_rope_write_kv(step, kv, layer, norm, norm, eps, p, cp, cp);
+    };
+
+// Everything Qwen3Forward<Model, B, BlockSize> calls: rope + write_kv or the fused op.
 template <class B, class Model, int BlockSize>
 concept BackendFor =
     Backend<B> && Qwen3Type<Model> &&
@@ -66,11 +74,15 @@ concept BackendFor =
       b.linear(cp, n, gate_up, std::array<float*, 2>{p, p});
       b.linear(cp, n, linear, p);
       b.linear(cp, n, plain_linear, p);
-      b.rope(step, p, p);
-      b.write_kv(step, kv, layer, cp, cp);
       b.attention(step, kv, layer, cp, scalar, p);
       b.gather_logit_rows(step, cp, p);
     } &&
+    (BackendFusesQkNormRope<B, Model, BlockSize> ||
+     requires(B& b, typename B::template Step<Model>& step, typename B::template KVCache<BlockSize>& kv, float* p, const float* cp,
+              int layer) {
+       b.rope(step, p, p);
+       b.write_kv(step, kv, layer, cp, cp);
+     }) &&
     (!Model::is_moe || requires(B& b, typename B::template Step<Model>& step, const typename PlacedWeights<Model, B>::MoE& moe,
                                 const float* cp, float* p) { b.moe(step, moe, cp, p); });
 

@@ -40,7 +40,7 @@ class Qwen3Forward {
   using KVCache = typename BackendT::template KVCache<BlockSize>;
 
   Qwen3Forward(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend, const ForwardOptions& options)
-      : backend_(backend),
+      : backend_(accepting(backend)),
         limits_(checked_limits(config, options)),
         eps_(static_cast<float>(config.rms_norm_eps)),
         weights_(place_weights<Model>(backend, weights)),
@@ -81,10 +81,14 @@ class Qwen3Forward {
       const auto& layer = weights_.layers[static_cast<std::size_t>(l)];
       b.rms_norm(x, n, hidden, layer.input_layernorm, eps_, normed);
       b.linear(normed, n, layer.qkv, {q, k, v});
-      b.rms_norm(q, n * Model::num_heads, head_dim, layer.q_norm, eps_, q);
-      b.rms_norm(k, n * Model::num_kv_heads, head_dim, layer.k_norm, eps_, k);
-      b.rope(step_, q, k);
-      b.write_kv(step_, kv_, l, k, v);
+      if constexpr (fused_qk_norm_rope) {
+        b.qk_norm_rope_write_kv(step_, kv_, l, layer.q_norm, layer.k_norm, eps_, q, k, v);
+      } else {
+        b.rms_norm(q, n * Model::num_heads, head_dim, layer.q_norm, eps_, q);
+        b.rms_norm(k, n * Model::num_kv_heads, head_dim, layer.k_norm, eps_, k);
+        b.rope(step_, q, k);
+        b.write_kv(step_, kv_, l, k, v);
+      }
       b.attention(step_, kv_, l, q, scale, attn);
       b.linear(attn, n, layer.o_proj, proj);
       b.add(x, proj, n * hidden);
@@ -127,6 +131,15 @@ class Qwen3Forward {
 
  private:
   using Buffer = typename BackendT::template Buffer<typename BackendT::Activation>;
+  // A backend may do q_norm, k_norm, RoPE and the KV append in one op (the CUDA one does).
+  static constexpr bool fused_qk_norm_rope = BackendFusesQkNormRope<BackendT, Model, BlockSize>;
+
+  // A backend may refuse a model type before anything is placed (the CUDA one refuses MoE and
+  // FP8 models this way, before uploading their weights).
+  static BackendT& accepting(BackendT& b) {
+    if constexpr (requires { b.template check_model<Model>(); }) b.template check_model<Model>();
+    return b;
+  }
 
   static StepLimits checked_limits(const io::ModelConfig& config, const ForwardOptions& o) {
     if (o.max_tokens <= 0 || o.max_sequences <= 0 || o.kv_blocks <= 0 || o.max_logit_rows <= 0)
