@@ -57,6 +57,7 @@
 
 #include <qwen/kernels/cpu/simd.hpp>
 #include <qwen/kernels/cpu/thread_pool.hpp>
+#include <qwen/kernels/cpu/unroll.hpp>
 
 #include "qwen/core/error.hpp"
 
@@ -101,15 +102,6 @@ using simd::Simd;
 static_assert(tile == simd::reduce_rows_count, "a tile's scores are reduced in one reduce_rows");
 static_assert(tile % Simd::width == 0, "a tile is a whole number of vectors");
 
-// The loops over the chunks of a head (HeadDim / width, e.g. 8) must be unrolled so that the
-// vectors stay in registers; GCC -O2 does not do it on its own.
-#if defined(__clang__)
-#define QWEN_ATTENTION_UNROLL _Pragma("unroll")
-#elif defined(__GNUC__)
-#define QWEN_ATTENTION_UNROLL _Pragma("GCC unroll 32")
-#else
-#define QWEN_ATTENTION_UNROLL
-#endif
 
 // Up to max_group_tokens consecutive tokens of the batch from one sequence, with what every
 // layer needs of them, found once by plan().
@@ -142,13 +134,13 @@ void tile_scores(const float* q_group, const float* k_rows, std::size_t stride, 
   constexpr int chunks = HeadDim / S::width;
   for (int g = 0; g < Group; ++g) {
     V qv[chunks];
-    QWEN_ATTENTION_UNROLL
+    QWEN_UNROLL(32)
     for (int c = 0; c < chunks; ++c) qv[c] = S::load(q_group + static_cast<std::size_t>(g) * HeadDim + c * S::width);
     V rows[tile];
     for (int s = 0; s < n; ++s) {
       const float* k = k_rows + static_cast<std::size_t>(s) * stride;
       V sums[2] = {S::zero(), S::zero()};  // even / odd chunks: half the FMA dependency chain
-      QWEN_ATTENTION_UNROLL
+      QWEN_UNROLL(32)
       for (int c = 0; c < chunks; ++c) sums[c & 1] = S::fmadd(qv[c], S::load(k + c * S::width), sums[c & 1]);
       rows[s] = S::add(sums[0], sums[1]);
     }
@@ -189,15 +181,15 @@ void tile_update(const float* v_rows, std::size_t stride, int n, float* scores, 
 
     float* acc_g = acc + static_cast<std::size_t>(g) * HeadDim;
     V o[chunks];
-    QWEN_ATTENTION_UNROLL
+    QWEN_UNROLL(32)
     for (int c = 0; c < chunks; ++c) o[c] = S::mul(S::load(acc_g + c * S::width), S::set1(alpha));
     for (int s = 0; s < n; ++s) {  // only the n valid rows: the rest of the block may hold anything
       const float* v = v_rows + static_cast<std::size_t>(s) * stride;
       const V ps = S::set1(p[s]);
-      QWEN_ATTENTION_UNROLL
+      QWEN_UNROLL(32)
       for (int c = 0; c < chunks; ++c) o[c] = S::fmadd(ps, S::load(v + c * S::width), o[c]);
     }
-    QWEN_ATTENTION_UNROLL
+    QWEN_UNROLL(32)
     for (int c = 0; c < chunks; ++c) S::store(acc_g + c * S::width, o[c]);
   }
 }
@@ -523,7 +515,6 @@ inline void paged_attention_reference(const float* q, int num_heads, int head_di
   }
 }
 
-#undef QWEN_ATTENTION_UNROLL
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop

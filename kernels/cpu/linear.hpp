@@ -54,6 +54,7 @@
 #include <qwen/kernels/cpu/fp8_dequant.hpp>
 #include <qwen/kernels/cpu/linear_lanes.hpp>
 #include <qwen/kernels/cpu/thread_pool.hpp>
+#include <qwen/kernels/cpu/unroll.hpp>
 
 namespace qwen::kernels::cpu {
 
@@ -150,25 +151,25 @@ void tile(const float* x, std::int64_t in, const Rows& w, std::int64_t k_begin, 
           bool last, float* y, std::int64_t out) noexcept {
   // Every loop over t and r is unrolled so that acc lives in registers.
   V acc[T][R];
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
   for (int t = 0; t < T; ++t)
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
     for (int r = 0; r < R; ++r) acc[t][r] = first ? Lanes::zero() : Lanes::load(saved + (t * R + r) * Lanes::width);
   const auto step = [&](std::int64_t k, auto load_w, auto load_x) {
     V wv[R];
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
     for (int r = 0; r < R; ++r) wv[r] = load_w(r, k);
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
     for (int t = 0; t < T; ++t) {
       const V xv = load_x(x + t * in + k);
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
       for (int r = 0; r < R; ++r) acc[t][r] = Lanes::fma(xv, wv[r], acc[t][r]);
     }
   };
   std::int64_t k = k_begin;
   for (; k + Lanes::width <= k_end; k += Lanes::width) {
     if (k % Rows::line_elements == 0)
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
       for (int r = 0; r < R; ++r) w.prefetch(r + prefetch_rows_ahead, k);
     step(k, [&](int r, std::int64_t kk) { return w.load(r, kk); }, [](const float* p) { return Lanes::load(p); });
   }
@@ -176,9 +177,9 @@ void tile(const float* x, std::int64_t in, const Rows& w, std::int64_t k_begin, 
     const int count = static_cast<int>(k_end - k);
     step(k, [&](int r, std::int64_t kk) { return w.load(r, kk, count); }, [&](const float* p) { return Lanes::load(p, count); });
   }
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
   for (int t = 0; t < T; ++t)
-#pragma GCC unroll 8
+QWEN_UNROLL(8)
     for (int r = 0; r < R; ++r) {
       if (last)
         y[t * out + r] = Lanes::sum(acc[t][r]);

@@ -11,6 +11,10 @@
 //     graph.
 //   - Built without --use_fast_math: expf, rsqrtf and divisions are the accurate ones, so the
 //     tolerances against the CPU twins written in tests/cuda hold.
+//   - A kernel that is not a template is `static`: the headers are compiled into every
+//     translation unit that includes them, and two definitions of one non-template __global__
+//     function (its host stub) would collide at link time. (qwen-test-cuda links several units
+//     that include the same kernels, so a missing `static` fails its build.)
 #pragma once
 
 #include <cuda_bf16.h>

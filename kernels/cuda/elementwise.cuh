@@ -18,13 +18,15 @@ namespace qwen::kernels::cuda {
 
 inline constexpr int elementwise_threads = 256;
 
-__global__ void __launch_bounds__(elementwise_threads) add_kernel(float* __restrict__ x, const float* __restrict__ y, std::int64_t count) {
+static __global__ void __launch_bounds__(elementwise_threads)
+    add_kernel(float* __restrict__ x, const float* __restrict__ y, std::int64_t count) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) x[i] += y[i];
 }
 
-__global__ void __launch_bounds__(elementwise_threads) gather_rows_kernel(const float* __restrict__ src, const std::int32_t* __restrict__ rows,
-                                                                          std::int64_t num_rows, std::int64_t width, float* __restrict__ dst) {
+static __global__ void __launch_bounds__(elementwise_threads)
+    gather_rows_kernel(const float* __restrict__ src, const std::int32_t* __restrict__ rows, std::int64_t num_rows, std::int64_t width,
+                       float* __restrict__ dst) {
   for (std::int64_t r = blockIdx.x; r < num_rows; r += gridDim.x) {
     const float* from = src + static_cast<std::int64_t>(rows[r]) * width;
     float* to = dst + r * width;

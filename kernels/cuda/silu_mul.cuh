@@ -23,14 +23,15 @@ inline constexpr int silu_mul_threads = 256;
 
 __device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
-__global__ void __launch_bounds__(silu_mul_threads) silu_mul_kernel(const float* gate, const float* up, float* out, std::int64_t count) {
+static __global__ void __launch_bounds__(silu_mul_threads)
+    silu_mul_kernel(const float* gate, const float* up, float* out, std::int64_t count) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride)
     out[i] = silu_times(gate[i], up[i]);
 }
 
-__global__ void __launch_bounds__(silu_mul_threads) silu_mul_fused_kernel(const float* __restrict__ gate_up, std::int64_t rows,
-                                                                          std::int64_t inter, float* __restrict__ out) {
+static __global__ void __launch_bounds__(silu_mul_threads)
+    silu_mul_fused_kernel(const float* __restrict__ gate_up, std::int64_t rows, std::int64_t inter, float* __restrict__ out) {
   const std::int64_t count = rows * inter;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) {
