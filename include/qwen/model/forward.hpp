@@ -43,7 +43,6 @@ class Qwen3Forward {
       : backend_(accepting(backend)),
         limits_(checked_limits(config, options)),
         eps_(static_cast<float>(config.rms_norm_eps)),
-        weights_(place_weights<Model>(backend, weights)),
         kv_(backend.template make_kv_cache<BlockSize>(Model::num_layers, Model::num_kv_heads, head_dim, options.kv_blocks)),
         step_(backend.template make_step<Model>(limits_, config)),
         x_(alloc(hidden)),
@@ -56,7 +55,8 @@ class Qwen3Forward {
         gate_(alloc(Model::is_moe ? 0 : Model::intermediate_size)),
         up_(alloc(Model::is_moe ? 0 : Model::intermediate_size)),
         last_(backend.template allocate<typename BackendT::Activation>(limits_.max_logit_rows * hidden)),
-        logits_(backend.template allocate<typename BackendT::Activation>(limits_.max_logit_rows * vocab)) {}
+        logits_(backend.template allocate<typename BackendT::Activation>(limits_.max_logit_rows * vocab)),
+        weights_(place_weights<Model>(backend, weights)) {}
 
   [[nodiscard]] const StepLimits& limits() const noexcept { return limits_; }
   [[nodiscard]] const KVCache& kv_cache() const noexcept { return kv_; }
@@ -135,7 +135,8 @@ class Qwen3Forward {
   static constexpr bool fused_qk_norm_rope = BackendFusesQkNormRope<BackendT, Model, BlockSize>;
 
   // A backend may refuse a model type before anything is placed (the CUDA one refuses MoE and
-  // FP8 models this way, before uploading their weights).
+  // FP8 models this way, before uploading their weights); called once per Qwen3Forward, before
+  // its weights are placed.
   static BackendT& accepting(BackendT& b) {
     if constexpr (requires { b.template check_model<Model>(); }) b.template check_model<Model>();
     return b;
@@ -154,10 +155,12 @@ class Qwen3Forward {
   BackendT& backend_;
   StepLimits limits_;
   float eps_;
-  PlacedWeights<Model, BackendT> weights_;
   KVCache kv_;
   typename BackendT::template Step<Model> step_;
   Buffer x_, normed_, q_, k_, v_, attn_, proj_, gate_, up_, last_, logits_;
+  // Placed last: everything that can run out of memory is allocated before a large upload starts,
+  // so a model that does not fit fails before its weights are copied, not after.
+  PlacedWeights<Model, BackendT> weights_;
   std::int64_t rows_ = 0;
 };
 

@@ -191,8 +191,8 @@ template <Qwen3Type Model>
     a.k_proj = bind.linear(p + ".self_attn.k_proj", Model::kv_size, hidden, plain, fp8);
     a.v_proj = bind.linear(p + ".self_attn.v_proj", Model::kv_size, hidden, plain, fp8);
     a.o_proj = bind.linear(p + ".self_attn.o_proj", hidden, Model::q_size, plain, fp8);
-    a.q_norm = bind.plain(p + ".self_attn.q_norm.weight", plain, {Model::head_dim});
-    a.k_norm = bind.plain(p + ".self_attn.k_norm.weight", plain, {Model::head_dim});
+    a.q_norm = bind.plain(p + ".self_attn.q_norm.weight", plain, {std::int64_t{Model::head_dim}});
+    a.k_norm = bind.plain(p + ".self_attn.k_norm.weight", plain, {std::int64_t{Model::head_dim}});
     auto mlp = [&](const std::string& prefix, std::int64_t width) {
       MlpWeights m;
       m.gate_proj = bind.linear(prefix + ".gate_proj", width, hidden, plain, fp8);
