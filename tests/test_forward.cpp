@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <qwen/backend/cpu.hpp>
@@ -26,6 +27,7 @@
 #include "counting_allocator.hpp"
 #include "forward_reference.hpp"
 #include "golden_fixtures.hpp"
+#include "golden_models.hpp"
 
 using namespace qwen;
 namespace fs = std::filesystem;
@@ -39,19 +41,11 @@ using testing::Reference;
 template <class Model>
 using Runner = testing::Runner<Model, CpuBackend>;
 
-std::vector<Reference> read_reference(std::string_view fixture) {
-  return testing::read_reference(fs::path(QWEN_GOLDEN_DIR) / "reference" / (std::string(fixture) + ".safetensors"), prompts);
-}
+std::vector<Reference> read_reference(std::string_view fixture) { return testing::read_golden_reference(fixture); }
 
-// Runs f with the loaded model of a golden fixture: f.template operator()<Model>(weights, config).
 template <class F>
 void with_fixture(std::string_view name, F&& f) {
-  const fs::path dir = testing::golden_checkpoint(name);
-  const io::ModelConfig config = io::read_model_config(dir);
-  dispatch_model<TestModels>(config, [&]<class Model>() {
-    const auto loaded = load_checkpoint<Model>(dir, config);
-    f.template operator()<Model>(loaded.weights, config);
-  });
+  testing::with_golden_fixture(name, std::forward<F>(f));
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <qwen/kernels/cpu/thread_pool.hpp>
 #include <qwen/sampling/sampler.hpp>
 
+#include "sampling_test_support.hpp"
 #include "sanitized.hpp"
 
 namespace {
@@ -76,28 +77,7 @@ std::vector<float> naive_processed(std::vector<float> row, const SamplingParams&
   return row;
 }
 
-// Upper 0.001 quantile of chi-square with df degrees of freedom: a table for small df, else the
-// Wilson-Hilferty approximation df (1 - 2/(9 df) + z sqrt(2/(9 df)))^3, z = 3.090232 the upper
-// 0.001 normal quantile (its error is below 0.5% from df 10 on).
-double chi_square_critical_001(int df) {
-  static const double table[] = {10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588};
-  if (df <= 10) return table[df - 1];
-  const double a = 2.0 / (9.0 * df), z = 3.090232;
-  return df * std::pow(1 - a + z * std::sqrt(a), 3);
-}
-
-// Logits with a spread of magnitudes and some exact ties, deterministic.
-std::vector<float> test_logits(std::size_t n, std::uint64_t seed, float scale = 3.0f) {
-  std::vector<float> row(n);
-  std::uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (auto& x : row) {
-    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-    const double u = static_cast<double>(state >> 11) * 0x1p-53;
-    x = static_cast<float>(scale * std::log(u / (1 - u + 1e-12) + 1e-12) / 2);
-  }
-  for (std::size_t i = 7; i < n; i += 13) row[i] = row[i - 7];  // ties
-  return row;
-}
+using qwen::testing::test_logits;
 
 SampleResult sample_one(std::vector<float>& row, const SamplingParams& p, std::uint64_t seed,
                         const std::vector<std::int32_t>& prompt = {}, const std::vector<std::int32_t>& output = {}) {
@@ -167,9 +147,8 @@ TEST_CASE("sampled frequencies match the filtered distribution (chi-square, p = 
   add("vocab 403, 50 unmasked, top_k 300", few, [](SamplingParams& p) { p.top_k = 300; });
   add("vocab 403, 50 unmasked, top_k 300 + top_p 0.9", few, [](SamplingParams& p) { p.top_k = 300, p.top_p = 0.9; });
 
-  // Tokens expected fewer than 5 times are pooled into one bin (the chi-square approximation's
-  // usual condition); a pool still under 5 joins the last regular bin, which keeps the bins a
-  // partition of the outcomes.
+  // Tokens of probability 0 are never drawn; the rest fit the distribution (chi-square, p = 0.001,
+  // binned as qwen::testing::chi_square says).
   const int draws = qwen_test::sanitized ? 20000 : 200000;
   RowScratch scratch;
   for (std::size_t c = 0; c < cases.size(); ++c) {
@@ -181,36 +160,15 @@ TEST_CASE("sampled frequencies match the filtered distribution (chi-square, p = 
       const std::uint64_t seed = (c + 1) * 1000003ull + static_cast<std::uint64_t>(i);
       ++observed[static_cast<std::size_t>(sample_row(logits, RowRequest{&params, seed, {}, {}}, scratch).token)];
     }
-    std::vector<double> bin_expected, bin_observed;
-    double pool_expected = 0, pool_observed = 0;
-    for (std::size_t t = 0; t < logits.size(); ++t) {
+    for (std::size_t t = 0; t < logits.size(); ++t)
       if (expected[t] == 0) {
         INFO("token " << t << " is filtered out");
         CHECK(observed[t] == 0);
-        continue;
       }
-      const double e = draws * expected[t];
-      if (e < 5) {
-        pool_expected += e, pool_observed += observed[t];
-      } else {
-        bin_expected.push_back(e), bin_observed.push_back(observed[t]);
-      }
-    }
-    REQUIRE(!bin_expected.empty());
-    if (pool_expected >= 5) {
-      bin_expected.push_back(pool_expected), bin_observed.push_back(pool_observed);
-    } else {
-      bin_expected.back() += pool_expected, bin_observed.back() += pool_observed;
-    }
-    double chi2 = 0;
-    const int bins = static_cast<int>(bin_expected.size());
-    for (int b = 0; b < bins; ++b) {
-      const double d = bin_observed[static_cast<std::size_t>(b)] - bin_expected[static_cast<std::size_t>(b)];
-      chi2 += d * d / bin_expected[static_cast<std::size_t>(b)];
-    }
-    REQUIRE(bins >= 2);
-    INFO("chi2 = " << chi2 << ", df = " << bins - 1 << ", critical = " << chi_square_critical_001(bins - 1));
-    CHECK(chi2 < chi_square_critical_001(bins - 1));
+    const qwen::testing::ChiSquare fit = qwen::testing::chi_square(expected, observed, draws);
+    REQUIRE(fit.bins >= 2);
+    INFO("chi2 = " << fit.statistic << ", df = " << fit.bins - 1 << ", critical = " << fit.critical);
+    CHECK(fit.statistic < fit.critical);
   }
 }
 

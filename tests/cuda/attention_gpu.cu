@@ -183,33 +183,46 @@ std::vector<float> reference(const Scenario& sc, const Pools<KV>& pools, const s
   return out;
 }
 
+// A scenario's batch arrays, q and out on the device (out starts as NaN), and the launcher's
+// arguments over them and a layer's pools.
+struct DeviceBatch {
+  DeviceBatch(const Scenario& sc, const std::vector<float>& q_host)
+      : scenario(sc), sequence(sc.sequence_of_token), position(sc.position), indptr(sc.indptr()), indices(sc.indices()), q(q_host),
+        out(q_host.size()) {}
+  template <class KV>
+  [[nodiscard]] gpu::PagedAttentionArgs<KV> args(const DeviceBuffer<KV>& key, const DeviceBuffer<KV>& value, std::int64_t max_context,
+                                                 int head_dim) const {
+    return {.q = q.data(),
+            .sequence_of_token = sequence.data(),
+            .position = position.data(),
+            .block_table_indptr = indptr.data(),
+            .block_table_indices = indices.data(),
+            .key = key.data(),
+            .value = value.data(),
+            .out = out.data(),
+            .n_tokens = scenario.n_tokens(),
+            .num_kv_heads = scenario.num_kv_heads,
+            .block_size = scenario.block_size,
+            .num_blocks = scenario.num_blocks,
+            .max_context = max_context,
+            .scale = attention_scale(head_dim)};
+  }
+  const Scenario& scenario;
+  DeviceBuffer<std::int32_t> sequence, position, indptr, indices;
+  DeviceBuffer<float> q, out;
+};
+
 // The GPU's output for the scenario's tokens; workspace and output start as NaN.
 template <int HeadDim, int Group, class KV>
 std::vector<float> run_gpu(const Scenario& sc, const DeviceBuffer<KV>& key, const DeviceBuffer<KV>& value,
                            const std::vector<float>& q, std::int64_t max_context) {
-  const DeviceBuffer<std::int32_t> d_sequence(sc.sequence_of_token), d_position(sc.position), d_indptr(sc.indptr()),
-      d_indices(sc.indices());
-  const DeviceBuffer<float> d_q(q);
-  const DeviceBuffer<float> d_out(q.size());
+  const DeviceBatch batch(sc, q);
   const std::int64_t bytes = gpu::paged_attention_workspace_bytes<HeadDim, Group>(sc.n_tokens(), sc.num_kv_heads, max_context);
   const DeviceBuffer<float> workspace(static_cast<std::size_t>(bytes) / sizeof(float));
-  const gpu::PagedAttentionArgs<KV> args{.q = d_q.data(),
-                                         .sequence_of_token = d_sequence.data(),
-                                         .position = d_position.data(),
-                                         .block_table_indptr = d_indptr.data(),
-                                         .block_table_indices = d_indices.data(),
-                                         .key = key.data(),
-                                         .value = value.data(),
-                                         .out = d_out.data(),
-                                         .n_tokens = sc.n_tokens(),
-                                         .num_kv_heads = sc.num_kv_heads,
-                                         .block_size = sc.block_size,
-                                         .num_blocks = sc.num_blocks,
-                                         .max_context = max_context,
-                                         .scale = attention_scale(HeadDim)};
-  check(gpu::paged_attention<HeadDim, Group>(args, workspace.data(), bytes, nullptr), "paged_attention launch");
+  check(gpu::paged_attention<HeadDim, Group>(batch.args(key, value, max_context, HeadDim), workspace.data(), bytes, nullptr),
+        "paged_attention launch");
   check(cudaDeviceSynchronize(), "paged_attention kernels");
-  return d_out.to_host();
+  return batch.out.to_host();
 }
 
 void require_finite_nonzero(const std::vector<float>& v, const std::string& what) {
@@ -366,27 +379,10 @@ TEST_CASE("cuda paged_attention: no tokens enqueue nothing; a step is capturable
   CHECK(gpu::paged_attention_workspace_bytes<128, 2>(0, sc.num_kv_heads, 1) == 0);
 
   // A real call records the split and the merge kernels and nothing else (no copy, no sync).
-  const DeviceBuffer<std::int32_t> d_sequence(sc.sequence_of_token), d_position(sc.position), d_indptr(sc.indptr()),
-      d_indices(sc.indices());
-  const DeviceBuffer<float> d_q(static_cast<std::size_t>(sc.n_tokens()) * 2 * 2 * 128);
-  const DeviceBuffer<float> d_out(d_q.size());
+  const DeviceBatch batch(sc, std::vector<float>(static_cast<std::size_t>(sc.n_tokens()) * 2 * 2 * 128, 0.0f));
   const std::int64_t bytes = gpu::paged_attention_workspace_bytes<128, 2>(sc.n_tokens(), sc.num_kv_heads, sc.max_context());
   const DeviceBuffer<float> workspace(static_cast<std::size_t>(bytes) / sizeof(float));
-  const gpu::PagedAttentionArgs<bf16> args{.q = d_q.data(),
-                                           .sequence_of_token = d_sequence.data(),
-                                           .position = d_position.data(),
-                                           .block_table_indptr = d_indptr.data(),
-                                           .block_table_indices = d_indices.data(),
-                                           .key = key.data(),
-                                           .value = value.data(),
-                                           .out = d_out.data(),
-                                           .n_tokens = sc.n_tokens(),
-                                           .num_kv_heads = sc.num_kv_heads,
-                                           .block_size = sc.block_size,
-                                           .num_blocks = sc.num_blocks,
-                                           .max_context = sc.max_context(),
-                                           .scale = attention_scale(128)};
-  CHECK(captured_nodes(args, workspace.data(), bytes) == 2);
+  CHECK(captured_nodes(batch.args(key, value, sc.max_context(), 128), workspace.data(), bytes) == 2);
   check(cudaStreamDestroy(stream), "cudaStreamDestroy");
 }
 
@@ -396,26 +392,10 @@ TEST_CASE("cuda paged_attention rejects host-visible contract violations", "[cud
   const Scenario sc = ragged_scenario(rng, 2, 16);
   const Pools<bf16> pools = make_pools<128, bf16>(rng, sc);
   const DeviceBuffer<bf16> key(pools.key), value(pools.value);
-  const DeviceBuffer<std::int32_t> d_sequence(sc.sequence_of_token), d_position(sc.position), d_indptr(sc.indptr()),
-      d_indices(sc.indices());
-  const DeviceBuffer<float> d_q(static_cast<std::size_t>(sc.n_tokens()) * 2 * 2 * 128);
-  const DeviceBuffer<float> d_out(d_q.size());
+  const DeviceBatch batch(sc, std::vector<float>(static_cast<std::size_t>(sc.n_tokens()) * 2 * 2 * 128, 0.0f));
   const std::int64_t bytes = gpu::paged_attention_workspace_bytes<128, 2>(sc.n_tokens(), sc.num_kv_heads, sc.max_context());
   const DeviceBuffer<float> workspace(static_cast<std::size_t>(bytes) / sizeof(float));
-  const gpu::PagedAttentionArgs<bf16> good{.q = d_q.data(),
-                                           .sequence_of_token = d_sequence.data(),
-                                           .position = d_position.data(),
-                                           .block_table_indptr = d_indptr.data(),
-                                           .block_table_indices = d_indices.data(),
-                                           .key = key.data(),
-                                           .value = value.data(),
-                                           .out = d_out.data(),
-                                           .n_tokens = sc.n_tokens(),
-                                           .num_kv_heads = sc.num_kv_heads,
-                                           .block_size = sc.block_size,
-                                           .num_blocks = sc.num_blocks,
-                                           .max_context = sc.max_context(),
-                                           .scale = attention_scale(128)};
+  const gpu::PagedAttentionArgs<bf16> good = batch.args(key, value, sc.max_context(), 128);
   const auto launch = [&](const gpu::PagedAttentionArgs<bf16>& args, std::int64_t workspace_bytes) {
     return gpu::paged_attention<128, 2>(args, workspace.data(), workspace_bytes, nullptr);
   };

@@ -18,45 +18,31 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <qwen/backend/cuda.hpp>
-#include <qwen/io/checkpoint_config.hpp>
 #include <qwen/kv/block_manager.hpp>
 #include <qwen/model/forward.hpp>
-#include <qwen/model/load.hpp>
-#include <qwen/model/registry.hpp>
 
 #include "../forward_reference.hpp"
-#include "../golden_fixtures.hpp"
+#include "../golden_models.hpp"
 #include "gpu_test.cuh"
 
 using namespace qwen;
-namespace fs = std::filesystem;
 
 namespace {
-
-constexpr int prompts = 4;
 
 static_assert(BackendFor<CudaBackend, Qwen3Model<Dense, shapes::TinyDenseTied, bf16>, testing::forward_block>);
 static_assert(BackendFor<BasicCudaBackend<float>, Qwen3Model<Dense, shapes::TinyDense, float>, testing::forward_block>);
 static_assert(BackendFusesQkNormRope<CudaBackend, Qwen3Model<Dense, shapes::TinyDense, bf16>, testing::forward_block>);
 
-std::vector<testing::Reference> read_reference(std::string_view fixture) {
-  return testing::read_reference(testing::golden_reference(fixture).replace_extension(".safetensors"), prompts);
-}
+std::vector<testing::Reference> read_reference(std::string_view fixture) { return testing::read_golden_reference(fixture); }
 
-// f.template operator()<Model>(weights, config) with the loaded golden checkpoint.
 template <class F>
 void with_fixture(std::string_view name, F&& f) {
-  const fs::path dir = testing::golden_checkpoint(name);
-  const io::ModelConfig config = io::read_model_config(dir);
-  dispatch_model<TestModels>(config, [&]<class Model>() {
-    const auto loaded = load_checkpoint<Model>(dir, config);
-    f.template operator()<Model>(loaded.weights, config);
-  });
+  testing::with_golden_fixture(name, std::forward<F>(f));
 }
 
 const testing::ReferenceTolerance bf16_tolerance{.logit_fraction = 1e-2, .near_ties_allowed = true};

@@ -23,6 +23,7 @@
 #include <qwen/kernels/cuda/sampling.cuh>
 #include <qwen/sampling/row_sampler.hpp>
 
+#include "../sampling_test_support.hpp"
 #include "gpu_test.cuh"
 
 namespace {
@@ -41,20 +42,7 @@ __global__ void uniform_draw_kernel(const std::uint64_t* seed, const std::uint64
   if (i < n) out[i] = qwen::kernels::cuda::uniform_draw(seed[i], step[i], round[i]);
 }
 
-// Logits with a spread of magnitudes and some exact ties, deterministic (test_sampler.cpp's
-// generator: a logistic variate of the given scale; every 13th token from 7 on repeats the
-// logit 7 places before it).
-std::vector<float> test_logits(std::size_t n, std::uint64_t seed, float scale = 3.0f) {
-  std::vector<float> row(n);
-  std::uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
-  for (auto& x : row) {
-    state ^= state << 13, state ^= state >> 7, state ^= state << 17;
-    const double u = static_cast<double>(state >> 11) * 0x1p-53;
-    x = static_cast<float>(scale * std::log(u / (1 - u + 1e-12) + 1e-12) / 2);
-  }
-  for (std::size_t i = 7; i < n; i += 13) row[i] = row[i - 7];
-  return row;
-}
+using qwen::testing::test_logits;
 
 // Token ids in rank order: higher logit first, equal logits by lower id.
 std::vector<std::size_t> rank_order(const std::vector<float>& row) {
@@ -97,15 +85,6 @@ std::vector<double> reference_distribution(const std::vector<float>& row, const 
   for (double& x : w) x /= total;
   if (margin) *margin = closest;
   return w;
-}
-
-// Upper 0.001 quantile of chi-square with df degrees of freedom, as tests/test_sampler.cpp: a
-// table for small df, else Wilson-Hilferty with z = 3.090232 (error below 0.5% from df 10 on).
-double chi_square_critical_001(int df) {
-  static const double table[] = {10.828, 13.816, 16.266, 18.467, 20.515, 22.458, 24.322, 26.124, 27.877, 29.588};
-  if (df <= 10) return table[df - 1];
-  const double a = 2.0 / (9.0 * df), z = 3.090232;
-  return df * std::pow(1 - a + z * std::sqrt(a), 3);
 }
 
 RowSamplingParams device_params(const SamplingParams& p, std::int64_t vocab, std::uint64_t seed, std::uint64_t step) {
@@ -307,34 +286,11 @@ TEST_CASE("cuda sampling: draws follow the filtered distribution (kept set, inve
       CHECK(cdf_compared > draws / 2);
       CHECK(cdf_mismatches == 0);
 
-      // Chi-square, as tests/test_sampler.cpp: tokens expected fewer than 5 times are pooled
-      // into one bin; a pool still under 5 joins the last regular bin.
-      std::vector<double> bin_expected, bin_observed;
-      double pool_expected = 0, pool_observed = 0;
-      for (std::size_t t = 0; t < row.size(); ++t) {
-        if (expected[t] == 0) continue;
-        const double e = draws * expected[t];
-        if (e < 5) {
-          pool_expected += e, pool_observed += observed[t];
-        } else {
-          bin_expected.push_back(e), bin_observed.push_back(observed[t]);
-        }
-      }
-      REQUIRE(!bin_expected.empty());
-      if (pool_expected >= 5) {
-        bin_expected.push_back(pool_expected), bin_observed.push_back(pool_observed);
-      } else {
-        bin_expected.back() += pool_expected, bin_observed.back() += pool_observed;
-      }
-      double chi2 = 0;
-      const int bins = static_cast<int>(bin_expected.size());
-      for (int b = 0; b < bins; ++b) {
-        const double d = bin_observed[static_cast<std::size_t>(b)] - bin_expected[static_cast<std::size_t>(b)];
-        chi2 += d * d / bin_expected[static_cast<std::size_t>(b)];
-      }
-      REQUIRE(bins >= 2);
-      INFO("chi2 = " << chi2 << ", df = " << bins - 1 << ", critical = " << chi_square_critical_001(bins - 1));
-      CHECK(chi2 < chi_square_critical_001(bins - 1));
+      // Chi-square against the reference distribution, as tests/test_sampler.cpp.
+      const qwen::testing::ChiSquare fit = qwen::testing::chi_square(expected, observed, static_cast<double>(draws));
+      REQUIRE(fit.bins >= 2);
+      INFO("chi2 = " << fit.statistic << ", df = " << fit.bins - 1 << ", critical = " << fit.critical);
+      CHECK(fit.statistic < fit.critical);
     }
   }
 }
