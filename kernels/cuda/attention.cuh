@@ -66,7 +66,7 @@
 // token's own splits (their number comes from the token's own position, not from max_context),
 // in order. So out[t] depends only on q[t], position[t], its sequence's block table and the
 // pools: not on the other tokens, their order, or max_context (which only sets the workspace
-// layout). Results do differ from the CPU version in the last bits (another summation order).
+// layout, and which a token's position must stay below). Results do differ from the CPU version in the last bits (another summation order).
 //
 // Bandwidth: decode (many single tokens, long contexts) reads each K/V row once per KV head with
 // 16-byte loads, 2 * rows_per_step loads in flight per lane, so it should run near DRAM
@@ -354,9 +354,10 @@ __global__ void __launch_bounds__(split_threads)
 #pragma unroll
       for (int w = 1; w < Shape::warps; ++w) block_max = fmaxf(block_max, warp_max[w][g]);
       float a = 0.0f, sum = 0.0f;
+      const float ref = block_max == -INFINITY ? 0.0f : block_max;  // all -inf only for infinite q or K
 #pragma unroll
       for (int w = 0; w < Shape::warps; ++w) {
-        const float factor = exp2f(warp_max[w][g] - block_max);
+        const float factor = exp2f(warp_max[w][g] - ref);
         a = fmaf(warp_acc[w][g][d], factor, a);
         sum = fmaf(warp_sum[w][g], factor, sum);
       }
@@ -377,7 +378,8 @@ template <int HeadDim, int Group>
 __global__ void __launch_bounds__(merge_threads)
     paged_attention_merge_kernel(const std::int32_t* __restrict__ position, const float* __restrict__ partial_acc,
                                  const float* __restrict__ partial_max, const float* __restrict__ partial_sum,
-                                 int num_kv_heads, std::int64_t n_tokens, int num_splits, float* __restrict__ out) {
+                                 int num_kv_heads, std::int64_t n_tokens, int num_splits, std::int64_t max_context,
+                                 float* __restrict__ out) {
   constexpr int per_lane = HeadDim / warp_size;
   constexpr int warps = merge_threads / warp_size;
   constexpr int P = paged_attention_positions_per_split;
@@ -392,7 +394,7 @@ __global__ void __launch_bounds__(merge_threads)
     const std::int64_t length = static_cast<std::int64_t>(position[token]) + 1;
     const std::int64_t used = length <= 0 ? 0 : (length + P - 1) / P;
     float* dst = out + item * HeadDim;
-    if (used == 0 || used > num_splits) {  // position outside [0, max_context): contract violated
+    if (length <= 0 || length > max_context) {  // position outside [0, max_context): contract violated
 #pragma unroll
       for (int k = 0; k < per_lane; ++k) dst[lane + k * warp_size] = __int_as_float(0x7fffffff);
       continue;
@@ -400,6 +402,7 @@ __global__ void __launch_bounds__(merge_threads)
     const std::int64_t first_state = (token * num_kv_heads + kv_head) * num_splits;
     float max_all = -INFINITY;
     for (std::int64_t s = 0; s < used; ++s) max_all = fmaxf(max_all, partial_max[(first_state + s) * Group + g]);
+    if (max_all == -INFINITY) max_all = 0.0f;  // every score -inf: only for infinite q or K
     float sum = 0.0f, acc[per_lane];
 #pragma unroll
     for (int k = 0; k < per_lane; ++k) acc[k] = 0.0f;
@@ -495,7 +498,7 @@ template <int HeadDim, int Group, StorageFloat KV>
   const std::int64_t heads = args.n_tokens * args.num_kv_heads * Group;
   const auto merge_grid = static_cast<unsigned>(std::min((heads + merge_warps - 1) / merge_warps, max_grid_x));
   paged_attention_merge_kernel<HeadDim, Group><<<merge_grid, merge_threads, 0, stream>>>(
-      args.position, partial_acc, partial_max, partial_sum, args.num_kv_heads, args.n_tokens, splits, args.out);
+      args.position, partial_acc, partial_max, partial_sum, args.num_kv_heads, args.n_tokens, splits, args.max_context, args.out);
   return cudaGetLastError();
 }
 

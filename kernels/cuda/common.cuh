@@ -64,7 +64,7 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 
 // Sum over the Threads threads of a block (Threads a multiple of 32, at most 1024); every thread
-// gets the result. Uses 32 floats of shared memory; ends with a barrier, so it can be called
+// gets the result. Uses Threads / 32 floats of shared memory; ends with a barrier, so it can be called
 // again right away.
 template <int Threads>
 __device__ __forceinline__ float block_sum(float v) {
@@ -88,6 +88,13 @@ __device__ __forceinline__ float block_sum(float v) {
 
 // The largest grid x extent; kernels with more items than this stride over the rest.
 inline constexpr std::int64_t max_grid_x = (std::int64_t{1} << 31) - 1;
+
+// [a, a + a_bytes) and [b, b + b_bytes) share a byte. Device pointers compare as plain addresses:
+// CUDA gives host and devices one virtual address space.
+[[nodiscard]] inline bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b_bytes) noexcept {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  return a_bytes > 0 && b_bytes > 0 && a0 < b0 + static_cast<std::uintptr_t>(b_bytes) && b0 < a0 + static_cast<std::uintptr_t>(a_bytes);
+}
 
 // Throws InvalidArgument naming the op and the extent when one is negative.
 inline void check_extent(const char* op, const char* name, std::int64_t value) {

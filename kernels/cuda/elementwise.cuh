@@ -19,7 +19,7 @@ namespace qwen::kernels::cuda {
 inline constexpr int elementwise_threads = 256;
 
 static __global__ void __launch_bounds__(elementwise_threads)
-    add_kernel(float* __restrict__ x, const float* __restrict__ y, std::int64_t count) {
+    add_kernel(float* x, const float* y, std::int64_t count) {  // not __restrict__: x == y is allowed
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += stride) x[i] += y[i];
 }

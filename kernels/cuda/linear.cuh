@@ -133,13 +133,6 @@ static __global__ void __launch_bounds__(convert_to_bf16_threads)
 
 namespace linear_detail {
 
-// [a, a + a_bytes) and [b, b + b_bytes) share a byte. Device pointers compare as plain addresses:
-// CUDA gives host and devices one virtual address space.
-[[nodiscard]] inline bool overlaps(const void* a, std::int64_t a_bytes, const void* b, std::int64_t b_bytes) noexcept {
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
-  return a_bytes > 0 && b_bytes > 0 && a0 < b0 + static_cast<std::uintptr_t>(b_bytes) && b0 < a0 + static_cast<std::uintptr_t>(a_bytes);
-}
-
 // Bounded grid; the kernel strides over the rest.
 [[nodiscard]] inline unsigned convert_grid(std::int64_t count) {
   constexpr std::int64_t max_blocks = 65536;
@@ -156,7 +149,7 @@ namespace linear_detail {
   if (in == nullptr || out == nullptr)
     throw_error<InvalidArgument>("cuda::convert_to_bf16: null pointer (in ", static_cast<const void*>(in), ", out ",
                                  static_cast<const void*>(out), ", count ", count, ")");
-  if (linear_detail::overlaps(in, count * 4, out, count * 2))
+  if (overlaps(in, count * 4, out, count * 2))
     throw_error<InvalidArgument>("cuda::convert_to_bf16: in and out overlap (count ", count, ")");
   convert_to_bf16_kernel<<<linear_detail::convert_grid(count), convert_to_bf16_threads, 0, stream>>>(in, out, count);
   return cudaGetLastError();

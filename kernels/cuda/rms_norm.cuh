@@ -1,11 +1,12 @@
 // RMSNorm on the GPU, twin of kernels/cpu/rms_norm.hpp:
 //   out[r, i] = weight[i] * (x[r, i] * inv_r),  inv_r = 1 / sqrt(mean_i(x[r, i]^2) + eps)
-// x, out [rows, dim] fp32 (out may alias x), weight [dim] float or bf16; all device memory.
+// x, out [rows, dim] fp32 (out may be x; a partial overlap is refused), weight [dim] float or bf16;
+// all device memory.
 //
 // add_rms_norm fuses the residual add that precedes every RMSNorm after the first:
 //   residual[r, i] += x[r, i]   (one fp32 addition, as the CPU backend's add: bit for bit)
 //   out[r, i] = RMSNorm(residual[r, :])[i]
-// residual is read and written in place; out must not overlap residual or x.
+// residual is read and written in place; residual, x and out must not overlap (checked).
 //
 // Numerics: the sum of squares is fp32 (per-thread partial sums, then a warp tree, then the
 // warps in a fixed order), inv = 1.0f / sqrtf(mean + eps) with IEEE sqrt and division; the
@@ -81,6 +82,9 @@ template <StorageFloat W>
   detail::check_rms_norm("cuda::rms_norm", rows, dim, eps);
   if (rows == 0) return cudaSuccess;
   if (x == nullptr || weight == nullptr || out == nullptr) throw_error<InvalidArgument>("cuda::rms_norm: null pointer");
+  const std::int64_t bytes = rows * dim * 4;
+  if (out != x && overlaps(out, bytes, x, bytes))
+    throw_error<InvalidArgument>("cuda::rms_norm: out overlaps x without being x (rows ", rows, ", dim ", dim, ")");
   const auto grid = static_cast<unsigned>(std::min(rows, max_grid_x));
   rms_norm_kernel<<<grid, rms_norm_threads, 0, stream>>>(x, rows, dim, weight, eps, out);
   return cudaGetLastError();
@@ -93,7 +97,9 @@ template <StorageFloat W>
   if (rows == 0) return cudaSuccess;
   if (residual == nullptr || x == nullptr || weight == nullptr || out == nullptr)
     throw_error<InvalidArgument>("cuda::add_rms_norm: null pointer");
-  if (out == residual || out == x) throw_error<InvalidArgument>("cuda::add_rms_norm: out must not alias residual or x");
+  const std::int64_t bytes = rows * dim * 4;
+  if (overlaps(out, bytes, residual, bytes) || overlaps(out, bytes, x, bytes) || overlaps(x, bytes, residual, bytes))
+    throw_error<InvalidArgument>("cuda::add_rms_norm: residual, x and out must not overlap (rows ", rows, ", dim ", dim, ")");
   const auto grid = static_cast<unsigned>(std::min(rows, max_grid_x));
   add_rms_norm_kernel<<<grid, rms_norm_threads, 0, stream>>>(residual, x, rows, dim, weight, eps, out);
   return cudaGetLastError();

@@ -23,7 +23,7 @@
 // Each token gets a unique rank key R = order_key(l) << id_bits | (vocab - 1 - id), so rank
 // order is R descending and "ranked at or before token j" is R >= R_j. Weights are e in fixed
 // point, w = round(e * 2^40) (uint64: sums are exact and associative, hence deterministic;
-// the sum of 2^23 weights stays below 2^63).
+// the sum of 2^23 weights is at most 2^63: it fits a uint64).
 //
 // Algorithm, one thread block per row (grid-strided), every step reading the row from global
 // memory (L2) again instead of storing e:
@@ -111,7 +111,7 @@ static_assert(sizeof(RowSamplingParams) == 48);
 inline constexpr std::int32_t invalid_token = -1;
 
 inline constexpr int sampling_threads = 512;
-// Vocabularies up to this: rank keys fit 55 bits (7 digits), weight sums 63 bits.
+// Vocabularies up to this: rank keys fit 55 bits (7 digits), weight sums at most 2^63.
 inline constexpr std::int64_t sampling_max_vocab = std::int64_t{1} << 23;
 
 namespace detail {
@@ -122,7 +122,7 @@ inline constexpr int sampling_weight_bits = 40;     // w = round(e * 2^40)
 inline constexpr int sampling_scan_items = 4;       // draw: consecutive tokens per thread per tile
 inline constexpr int sampling_max_id_bits = 23;     // bit_width(sampling_max_vocab - 1)
 static_assert(sampling_max_vocab - 1 < (std::int64_t{1} << sampling_max_id_bits));
-static_assert(sampling_weight_bits + sampling_max_id_bits <= 63, "a row's weight sum must fit in 63 bits");
+static_assert(sampling_weight_bits + sampling_max_id_bits <= 63, "a row's weight sum (at most 2^63) must fit a uint64");
 static_assert(32 + sampling_max_id_bits + sampling_digit_bits <= 63, "rank keys: the top digit's shift + 8 must stay < 64");
 
 // Monotone key of a non-NaN float: a < b iff key(a) < key(b); -0 and +0 share the key of +0

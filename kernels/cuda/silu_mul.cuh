@@ -62,10 +62,7 @@ namespace detail {
   if (inter <= 0) throw_error<InvalidArgument>("cuda::silu_mul_fused: inter ", inter, " must be > 0");
   if (rows == 0) return cudaSuccess;
   if (gate_up == nullptr || out == nullptr) throw_error<InvalidArgument>("cuda::silu_mul_fused: null pointer");
-  const auto* gu = reinterpret_cast<const char*>(gate_up);
-  const auto* o = reinterpret_cast<const char*>(out);
-  const std::int64_t gu_bytes = rows * 2 * inter * 4, out_bytes = rows * inter * 4;
-  if (o < gu + gu_bytes && gu < o + out_bytes)
+  if (overlaps(gate_up, rows * 2 * inter * 4, out, rows * inter * 4))
     throw_error<InvalidArgument>("cuda::silu_mul_fused: out overlaps gate_up (use a separate buffer)");
   silu_mul_fused_kernel<<<detail::elementwise_grid(rows * inter), silu_mul_threads, 0, stream>>>(gate_up, rows, inter, out);
   return cudaGetLastError();

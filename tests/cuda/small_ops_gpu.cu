@@ -166,6 +166,15 @@ TEST_CASE("cuda rms_norm checks its arguments", "[cuda]") {
   CHECK_THROWS_AS(gpu::rms_norm(d_x.data(), 2, 0, d_w.data(), 1e-6f, d_out.data(), nullptr), qwen::InvalidArgument);
   CHECK_THROWS_AS(gpu::rms_norm(d_x.data(), 2, 4, d_w.data(), std::nanf(""), d_out.data(), nullptr), qwen::InvalidArgument);
   CHECK_THROWS_AS(gpu::add_rms_norm(d_out.data(), d_x.data(), 2, 4, d_w.data(), 1e-6f, d_out.data(), nullptr), qwen::InvalidArgument);
+  // Partial overlaps (a thread would read what another one writes): refused. out == x is fine.
+  const DeviceBuffer<float> wide(std::vector<float>(24, 1.0f));
+  float* base = wide.data();
+  CHECK_THROWS_AS(gpu::rms_norm(base, 2, 4, d_w.data(), 1e-6f, base + 1, nullptr), qwen::InvalidArgument);
+  CHECK(gpu::rms_norm(base, 2, 4, d_w.data(), 1e-6f, base, nullptr) == cudaSuccess);
+  CHECK_THROWS_AS(gpu::add_rms_norm(base, d_x.data(), 2, 4, d_w.data(), 1e-6f, base + 7, nullptr), qwen::InvalidArgument);
+  CHECK_THROWS_AS(gpu::add_rms_norm(base, base + 1, 2, 4, d_w.data(), 1e-6f, d_out.data(), nullptr), qwen::InvalidArgument);
+  CHECK(gpu::add_rms_norm(base, base + 8, 2, 4, d_w.data(), 1e-6f, base + 16, nullptr) == cudaSuccess);  // adjacent, disjoint
+  check(cudaDeviceSynchronize(), "rms_norm");
   CHECK(gpu::rms_norm(d_x.data(), 0, 4, d_w.data(), 1e-6f, d_out.data(), nullptr) == cudaSuccess);
 }
 
