@@ -18,11 +18,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include <qwen/backend/cuda.hpp>
+#include <qwen/engine/step_model.hpp>
 #include <qwen/kv/block_manager.hpp>
 #include <qwen/model/forward.hpp>
 
@@ -36,6 +38,9 @@ namespace {
 
 static_assert(BackendFor<CudaBackend, Qwen3Model<Dense, shapes::TinyDenseTied, bf16>, testing::forward_block>);
 static_assert(BackendFor<BasicCudaBackend<float>, Qwen3Model<Dense, shapes::TinyDense, float>, testing::forward_block>);
+// The engine sizes a CUDA KV pool in bf16, two bytes an element.
+static_assert(std::is_same_v<engine::kv_element_of<CudaBackend>::type, bf16>);
+static_assert(std::is_same_v<engine::kv_element_of<BasicCudaBackend<float>>::type, float>);
 static_assert(BackendFusesQkNormRope<CudaBackend, Qwen3Model<Dense, shapes::TinyDense, bf16>, testing::forward_block>);
 
 std::vector<testing::Reference> read_reference(std::string_view fixture) { return testing::read_golden_reference(fixture); }
@@ -66,6 +71,20 @@ TEST_CASE("cuda backend: the dense bf16 golden checkpoints against transformers"
       }
     });
   }
+}
+
+// The bundled demo model (models/demo): a trained checkpoint whose greedy answers are sharp, so
+// its continuations on the GPU are a text-level check ("58 + 27 = 85" style answers), at the
+// bf16 tolerance above.
+TEST_CASE("cuda backend: the demo checkpoint against transformers", "[cuda][backend][demo]") {
+  const std::filesystem::path dir = QWEN_DEMO_CHECKPOINT;
+  const auto refs = testing::read_reference(std::filesystem::path(QWEN_DEMO_TEST_DIR) / "reference.safetensors", 4);  // make_reference.py's 4
+  const io::ModelConfig config = io::read_checkpoint_config(dir);
+  using Demo = Qwen3Model<Dense, shapes::Demo, bf16>;
+  const auto loaded = load_checkpoint<Demo>(dir, config);
+  CudaBackend backend;
+  testing::Runner<Demo, CudaBackend> run(loaded.weights, config, backend, 64);
+  testing::check_against_reference(run, refs, "demo", bf16_tolerance);
 }
 
 TEST_CASE("cuda backend: the fp32 golden checkpoint against transformers, as close as the cpu", "[cuda][backend]") {

@@ -556,3 +556,21 @@ TEST_CASE("engine: chat deltas equal the parsers on the whole text; thinking off
   CHECK(with_content > 0);
   CHECK(with_think_tag_off > 0);  // thinking off: a "<think>" in the output is content
 }
+
+// The KV pool is sized in the backend's own element: fp32 on the CPU, bf16 where a backend says so
+// (CudaBackend's KVElement), so the same kv_cache_bytes holds twice the blocks there.
+namespace {
+struct Bf16KVBackend {
+  using KVElement = bf16;
+};
+}  // namespace
+
+TEST_CASE("the KV bytes per token follow the backend's KV element", "[engine]") {
+  static_assert(std::is_same_v<kv_element_of<CpuBackend>::type, float>);
+  static_assert(std::is_same_v<kv_element_of<Bf16KVBackend>::type, bf16>);
+  constexpr std::int64_t per_token = std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim;
+  STATIC_REQUIRE(kv_bytes_per_token<Model>() == per_token * 4);
+  STATIC_REQUIRE(kv_bytes_per_token<Model, bf16>() == per_token * 2);
+  LLM<Model> llm(kCheckpoint, options());
+  CHECK(llm.engine().kv_cache_bytes() == llm.engine().kv_tokens() * per_token * 4);
+}

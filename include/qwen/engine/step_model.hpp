@@ -12,11 +12,23 @@ class ThreadPool;
 
 namespace qwen::engine {
 
-// KV bytes per position for a model on a backend that stores K and V in fp32 (the CPU backend).
-template <class Model>
+// KV bytes per position for a model on a backend that stores K and V as KVElement: float on the
+// CPU backend, bf16 on CudaBackend (its KVElement).
+template <class Model, class KVElement = float>
 [[nodiscard]] constexpr std::int64_t kv_bytes_per_token() noexcept {
-  return std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim * static_cast<std::int64_t>(sizeof(float));
+  return std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim * static_cast<std::int64_t>(sizeof(KVElement));
 }
+
+// The element a backend stores K and V as: its KVElement, float when it names none (CpuBackend).
+template <class BackendT>
+struct kv_element_of {
+  using type = float;
+};
+template <class BackendT>
+  requires requires { typename BackendT::KVElement; }
+struct kv_element_of<BackendT> {
+  using type = typename BackendT::KVElement;
+};
 
 // A step plan in, rows of logits on the host out. The virtual call hides the model type, so the
 // engine is compiled once per block size, not once per model (a tool that dispatches over every
