@@ -17,7 +17,6 @@
 #include <cstdint>
 #include <cstring>
 #include <deque>
-#include <optional>
 #include <type_traits>
 #include <string_view>
 #include <vector>
@@ -29,6 +28,7 @@
 #include "qwen/io/model_config.hpp"
 #include "qwen/kv/paged_kv.hpp"
 #include "qwen/model/qwen3.hpp"
+#include "qwen/model/rope_table.hpp"
 #include "qwen/model/step.hpp"
 #include "qwen/model/weights.hpp"
 #include <qwen/kernels/cpu/attention.hpp>
@@ -136,7 +136,7 @@ class CpuBackend {
 
     Step(CpuBackend& b, const StepLimits& limits, const io::ModelConfig& config)
         : attention_(limits.max_tokens, limits.max_sequences, Model::num_kv_heads, b.pool()),
-          rope_(make_rope(config)),
+          rope_(rope_frequencies(config, Model::head_dim)),
           cos_sin_(static_cast<std::size_t>(limits.max_tokens) * head_dim) {
       if constexpr (Model::is_moe) moe_.reserve(limits.max_tokens);
     }
@@ -163,14 +163,6 @@ class CpuBackend {
       std::vector<float> router, weights, probs, row_weights, in, out, gate, up;
       std::vector<std::int32_t> ids, order, offsets, rows;
     };
-
-    [[nodiscard]] static kernels::cpu::RopeFrequencies make_rope(const io::ModelConfig& c) {
-      std::optional<kernels::cpu::YarnParams> yarn;
-      if (c.yarn)
-        yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings),
-                                        c.yarn->beta_fast, c.yarn->beta_slow, c.yarn->attention_factor};
-      return kernels::cpu::make_rope_frequencies(c.rope_theta, Model::head_dim, yarn);
-    }
 
     const StepPlan* plan_ = nullptr;
     kernels::cpu::PagedAttention<head_dim, group> attention_;

@@ -38,7 +38,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <optional>
 #include <string>
 #include <type_traits>
 #include <unordered_map>
@@ -62,6 +61,7 @@
 #include "qwen/core/tensor.hpp"
 #include "qwen/io/model_config.hpp"
 #include "qwen/model/qwen3.hpp"
+#include "qwen/model/rope_table.hpp"
 #include "qwen/model/step.hpp"
 #include "qwen/model/weights.hpp"
 
@@ -255,6 +255,8 @@ class BasicCudaBackend {
   // One layer's key and value pools per layer: [num_blocks][BlockSize][num_kv_heads][head_dim].
   template <int BlockSize>
   class KVCache {
+    static_assert(BlockSize >= cuda_detail::min_block_size, "CudaBackend: the step's block tables are sized for blocks of >= 16 positions");
+
    public:
     KVCache(int num_layers, int num_kv_heads, int head_dim, int num_blocks)
         : num_layers_(num_layers), num_kv_heads_(num_kv_heads), head_dim_(head_dim), num_blocks_(num_blocks),
@@ -322,7 +324,6 @@ class BasicCudaBackend {
 
   template <int BlockSize>
   [[nodiscard]] KVCache<BlockSize> make_kv_cache(int num_layers, int num_kv_heads, int head_dim, int num_blocks) {
-    static_assert(BlockSize >= cuda_detail::min_block_size, "CudaBackend: the step's block tables are sized for blocks of >= 16 positions");
     device_.use();
     end_progress();
     return KVCache<BlockSize>(num_layers, num_kv_heads, head_dim, num_blocks);
@@ -378,11 +379,11 @@ class BasicCudaBackend {
    public:
     static constexpr int head_dim = Model::head_dim;
 
-    Step(BasicCudaBackend& b, const StepLimits& limits, const io::ModelConfig& config)
+    Step(const StepLimits& limits, const io::ModelConfig& config)
         : limits_(limits),
           max_indices_(std::int64_t{limits.max_sequences} *
                        ((limits.max_positions + cuda_detail::min_block_size - 1) / cuda_detail::min_block_size)),
-          rope_(make_rope(config)),
+          rope_(rope_frequencies(config, Model::head_dim)),
           host_ints_(ints_size(), "cudaMallocHost (step plan staging)"),
           host_cos_sin_(limits.max_tokens * head_dim, "cudaMallocHost (RoPE table staging)"),
           ints_(ints_size(), "the step plan"),
@@ -390,9 +391,7 @@ class BasicCudaBackend {
           attention_workspace_(static_cast<std::int64_t>(kernels::cuda::paged_attention_workspace_bytes<head_dim, Model::group_size>(
                                    limits.max_tokens, Model::num_kv_heads, limits.max_positions)),
                                "the attention workspace"),
-          blocks_read_(static_cast<std::size_t>(limits.max_sequences)) {
-      (void)b;
-    }
+          blocks_read_(static_cast<std::size_t>(limits.max_sequences)) {}
 
    private:
     friend class BasicCudaBackend;
@@ -410,14 +409,6 @@ class BasicCudaBackend {
     [[nodiscard]] std::int64_t indices_at() const noexcept { return indptr_at() + limits_.max_sequences + 1; }
     [[nodiscard]] const std::int32_t* device(std::int64_t at) const noexcept { return ints_.data() + at; }
 
-    [[nodiscard]] static kernels::cpu::RopeFrequencies make_rope(const io::ModelConfig& c) {
-      std::optional<kernels::cpu::YarnParams> yarn;
-      if (c.yarn)
-        yarn = kernels::cpu::YarnParams{c.yarn->factor, static_cast<double>(c.yarn->original_max_position_embeddings), c.yarn->beta_fast,
-                                        c.yarn->beta_slow, c.yarn->attention_factor};
-      return kernels::cpu::make_rope_frequencies(c.rope_theta, Model::head_dim, yarn);
-    }
-
     StepLimits limits_;
     std::int64_t max_indices_;
     kernels::cpu::RopeFrequencies rope_;
@@ -430,7 +421,7 @@ class BasicCudaBackend {
     std::vector<std::int64_t> blocks_read_;  // scratch of the plan check, one per sequence
     bool pending_upload_ = false;
     std::int64_t num_tokens_ = 0, num_logit_rows_ = 0;
-    int num_sequences_ = 0, max_context_ = 0;
+    int max_context_ = 0;
   };
 
   template <Qwen3Type Model>
@@ -442,7 +433,7 @@ class BasicCudaBackend {
     std::int64_t widest = std::max<std::int64_t>(Model::hidden_size, Model::q_size);
     if constexpr (!Model::is_moe) widest = std::max<std::int64_t>(widest, Model::intermediate_size);
     if (limits.max_tokens * widest > x_bf16_.size()) x_bf16_ = Buffer<bf16>(limits.max_tokens * widest, "the projections' bf16 input");
-    return Step<Model>(*this, limits, config);
+    return Step<Model>(limits, config);
   }
 
   // The plan against the step's capacity and the cache, with the CPU backend's errors: arrays of
@@ -492,12 +483,10 @@ class BasicCudaBackend {
   // plan's block copies on the device.
   template <Qwen3Type Model, int BlockSize>
   void prepare(Step<Model>& step, const StepPlan& plan, KVCache<BlockSize>& kv) {
-    static_assert(BlockSize >= cuda_detail::min_block_size, "CudaBackend: the step's block tables are sized for blocks of >= 16 positions");
     device_.use();
     placement_open_ = false;
     check_plan<Model>(step, plan, kv);
     const std::int64_t n = plan.num_tokens(), rows = plan.num_logit_rows();
-    const int sequences = plan.num_sequences();
     const auto indices = static_cast<std::int64_t>(plan.block_table_indices.size());
     // The previous step's upload must have left the staging memory before it is rewritten.
     if (step.pending_upload_) cuda_detail::check(cudaEventSynchronize(step.uploaded_.get()), "the previous step's upload");
@@ -540,7 +529,6 @@ class BasicCudaBackend {
                              "KV block copy");
     step.num_tokens_ = n;
     step.num_logit_rows_ = rows;
-    step.num_sequences_ = sequences;
     step.max_context_ = static_cast<int>(max_position + 1);
   }
 
