@@ -393,12 +393,70 @@ def check_tools(server):
     assert none.usage.prompt_tokens == plain, "tool_choice none still showed the tools to the model"
     auto = client.chat.completions.create(tool_choice="auto", **kw)
     assert auto.usage.prompt_tokens == with_tools
-    for choice in ({"type": "function", "function": {"name": "get_weather"}}, "required"):
-        try:
-            client.chat.completions.create(tool_choice=choice, **kw)
-            raise AssertionError(f"tool_choice {choice} was accepted")
-        except openai.BadRequestError as e:
-            assert "not supported" in str(e), e
+    check_forced_tool_call(server, messages)
+    check_json_object(server)
+
+
+def tool_calls_of_stream(client, **kw):
+    """Streams a chat request; returns per-choice tool calls rebuilt from the deltas, and finish reasons."""
+    calls, finish = {}, {}
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        for c in chunk.choices:
+            for d in c.delta.tool_calls or []:
+                slot = calls.setdefault(c.index, {}).setdefault(d.index, {"id": None, "name": "", "arguments": ""})
+                slot["id"] = d.id or slot["id"]
+                if d.function is not None:
+                    slot["name"] += d.function.name or ""
+                    slot["arguments"] += d.function.arguments or ""
+            if c.finish_reason:
+                finish[c.index] = c.finish_reason
+    return {i: [v[k] for k in sorted(v)] for i, v in calls.items()}, finish
+
+
+def check_forced_tool_call(server, messages):
+    """tool_choice naming a function, or "required": under the grammar even random weights write
+    exactly one call, to that function, with a JSON object as arguments (or run out of tokens)."""
+    client = server.client()
+    # Tools without descriptions: the tiny model's context (512) must hold the prompt and the call.
+    tools = [{"type": "function", "function": {"name": name}} for name in ("get_weather", "get_time")]
+    completed = 0
+    for choice, allowed in (({"type": "function", "function": {"name": "get_weather"}}, {"get_weather"}),
+                            ("required", {"get_weather", "get_time"})):
+        kw = dict(model=NAME, messages=messages, max_tokens=90, temperature=1.0, seed=5, n=6,
+                  tools=tools, tool_choice=choice)
+        r = client.chat.completions.create(**kw)
+        streamed, streamed_finish = tool_calls_of_stream(client, **kw)
+        for c in r.choices:
+            m = c.message
+            if c.finish_reason == "length":
+                assert not m.tool_calls, m
+                continue
+            completed += 1
+            assert c.finish_reason == "tool_calls", c
+            assert len(m.tool_calls) == 1 and m.tool_calls[0].function.name in allowed, m.tool_calls
+            assert isinstance(json.loads(m.tool_calls[0].function.arguments), dict), m.tool_calls[0].function.arguments
+            assert not (m.content or "").strip(), m.content
+            # The stream carries the same call (name and arguments; the id names the request).
+            call = m.tool_calls[0]
+            assert [(t["name"], t["arguments"]) for t in streamed[c.index]] == [(call.function.name, call.function.arguments)], \
+                (streamed[c.index], call)
+            assert streamed[c.index][0]["id"].startswith("call_") and call.id.startswith("call_")
+            assert streamed_finish[c.index] == "tool_calls"
+    assert completed >= 2, f"only {completed} forced calls completed within max_tokens"
+
+
+def check_json_object(server):
+    """response_format json_object: the content is one JSON object (or, cut by max_tokens, the start of one)."""
+    client = server.client()
+    r = client.chat.completions.create(model=NAME, messages=chat_messages("Reply in JSON."), max_tokens=200, temperature=1.0,
+                                       seed=3, n=6, response_format={"type": "json_object"},
+                                       extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    complete = [c for c in r.choices if c.finish_reason == "stop"]
+    for c in complete:
+        assert isinstance(json.loads(c.message.content), dict), c.message.content
+    for c in r.choices:
+        assert c.finish_reason in ("stop", "length") and c.message.content.lstrip()[:1] == "{", c
+    assert len(complete) >= 2, [c.finish_reason for c in r.choices]
 
 
 def check_tokenize(server):
@@ -554,13 +612,13 @@ def bad_requests():
         ("POST", chat, c(min_tokens=50), 400, "min_tokens"),
         ("POST", chat, c(stream="yes"), 400, "stream"),
         ("POST", chat, c(stream_options={"include_usage": True}), 400, "stream_options"),
-        ("POST", chat, c(response_format={"type": "json_object"}), 400, "response_format"),
         ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {}}), 400, "response_format"),
         ("POST", chat, c(response_format={"type": "xml"}), 400, "response_format"),
+        ("POST", chat, c(response_format={"type": "json_object"}, tools=[WEATHER_TOOL], tool_choice="required"), 400, "response_format"),
         ("POST", chat, c(tools="x"), 400, "tools"),
         ("POST", chat, c(tools=[{"type": "function"}]), 400, "tools[0].function"),
-        ("POST", chat, c(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_weather"}}), 400, "tool_choice"),
-        ("POST", chat, c(tools=[WEATHER_TOOL], tool_choice="required"), 400, "tool_choice"),
+        ("POST", chat, c(tools=[WEATHER_TOOL], tool_choice={"type": "function", "function": {"name": "get_news"}}), 400, "tool_choice.function.name"),
+        ("POST", chat, c(tool_choice="required"), 400, "tool_choice"),
         ("POST", chat, c(tool_choice=7), 400, "tool_choice"),
         ("POST", chat, c(chat_template_kwargs={"enable_thinking": "no"}), 400, "chat_template_kwargs.enable_thinking"),
         ("POST", chat, c(model="gpt-4"), 404, None),

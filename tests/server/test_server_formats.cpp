@@ -176,17 +176,46 @@ TEST_CASE("chat request translation", "[server]") {
   CHECK(!read_chat_request(body, defaults).request.chat->contains("tools"));
   body["tool_choice"] = "auto";
   CHECK(read_chat_request(body, defaults).request.chat->contains("tools"));
-  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", "f"}}}};
-  ApiError e = api_error_of([&] { (void)read_chat_request(body, defaults); });
-  CHECK(e.status() == 400);
-  CHECK(e.param() == "tool_choice");
-  CHECK(e.code() == "unsupported_parameter");
+  using Guided = qwen::engine::GuidedOutput;
+  CHECK(read_chat_request(body, defaults).request.params.guided.kind == Guided::Kind::none);
+  // A named function: one forced call to it, which must be one of the tools.
+  const std::string tool_name = tools[0]["function"]["name"].get<std::string>();
+  body["tool_choice"] = {{"type", "function"}, {"function", {{"name", tool_name}}}};
+  qwen::engine::GenerationParams forced = read_chat_request(body, defaults).request.params;
+  CHECK(forced.guided.kind == Guided::Kind::tool_call);
+  CHECK(forced.guided.tool_names == std::vector<std::string>{tool_name});
+  body["tool_choice"] = "required";
+  forced = read_chat_request(body, defaults).request.params;
+  CHECK(forced.guided.kind == Guided::Kind::tool_call);
+  CHECK(forced.guided.tool_names.empty());  // any of the tools
+  const auto refused = [&](const json& choice, const char* param, const char* words) {
+    body["tool_choice"] = choice;
+    const ApiError e = api_error_of([&] { (void)read_chat_request(body, defaults); });
+    CHECK(e.status() == 400);
+    CHECK(e.param() == param);
+    CHECK_THAT(e.what(), Catch::Contains(words));
+  };
+  refused({{"type", "function"}, {"function", {{"name", "not_a_tool"}}}}, "tool_choice.function.name", "not among the request's tools");
+  refused({{"type", "function"}, {"function", {{"name", 7}}}}, "tool_choice.function.name", "must be a string");
+  refused({{"type", "function"}}, "tool_choice.function", "must be an object");
+  refused({{"type", "tool"}, {"function", {{"name", tool_name}}}}, "tool_choice.type", "must be \"function\"");
+  refused("sometimes", "tool_choice", "must be \"none\", \"auto\", \"required\"");
+  const json saved_tools = body["tools"];
+  body.erase("tools");
+  refused("required", "tool_choice", "no 'tools'");
+  refused({{"type", "function"}, {"function", {{"name", tool_name}}}}, "tool_choice", "no 'tools'");
+  body["tools"] = saved_tools;
   body.erase("tool_choice");
 
   body["response_format"] = {{"type", "json_schema"}};
   CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).code() == "unsupported_parameter");
+  body["response_format"] = {{"type", "json_object"}};
+  CHECK(read_chat_request(body, defaults).request.params.guided.kind == Guided::Kind::json_object);
+  body["tool_choice"] = "required";
+  CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).param() == "response_format");
+  body.erase("tool_choice");
   body["response_format"] = {{"type", "text"}};
-  CHECK_NOTHROW(read_chat_request(body, defaults));
+  CHECK(read_chat_request(body, defaults).request.params.guided.kind == Guided::Kind::none);
 
   body.erase("logprobs");
   CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).param() == "top_logprobs");

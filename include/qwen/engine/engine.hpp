@@ -62,6 +62,8 @@
 #include "qwen/engine/request.hpp"
 #include "qwen/engine/step_model.hpp"
 #include "qwen/engine/text_stream.hpp"
+#include "qwen/guided/grammar.hpp"
+#include "qwen/guided/token_mask.hpp"
 #include "qwen/io/model_config.hpp"
 #include "qwen/kv/block_manager.hpp"
 #include "qwen/model/forward.hpp"
@@ -388,6 +390,7 @@ class Engine {
     bool finished = false;
     std::uint64_t seed = 0;
     std::optional<OutputText> text;
+    std::optional<guided::GuideState> guide;  // guided decoding: progress through parent->grammar
     ChoiceDelta delta;                 // this step's news
     bool touched = false;
     [[nodiscard]] std::int64_t generated() const noexcept { return static_cast<std::int64_t>(tokens.size()) - prompt_len; }
@@ -395,6 +398,7 @@ class Engine {
   struct Parent {
     RequestId id = 0;
     GenerationParams params;           // sampling.stop_token_ids: the effective list (eos included)
+    std::optional<guided::Grammar> grammar;  // params.guided, built at submit
     std::int64_t max_tokens = 0;
     Callback callback;
     RequestResult result;
@@ -413,6 +417,7 @@ class Engine {
                                    " given)");
     const tokenizer::Tokenizer* tok = text_.tokenizer;
     ChatParsing parsing;
+    std::vector<std::string> tool_names;  // a chat request's tools
     std::vector<std::int32_t> ids;
     if (r.prompt) {
       if (!tok) throw_error<InvalidArgument>("request: a text prompt needs a tokenizer, and this engine has none");
@@ -427,6 +432,7 @@ class Engine {
       parsing.enabled = true;
       parsing.reasoning_start = chat::reasoning_start_for(prompt);
       parsing.tools = !request.tools.empty();
+      for (const auto& tool : request.tools) tool_names.push_back(tool["function"]["name"].get<std::string>());
     } else {
       ids = std::move(r.prompt_ids);
     }
@@ -443,6 +449,7 @@ class Engine {
     if (prompt_len + p.max_tokens > max_model_len_)
       throw_error<InvalidArgument>("request: the prompt (", prompt_len, " tokens) plus max_tokens ", p.max_tokens,
                                    " exceed the context length ", max_model_len_);
+    if (r.params.guided.kind != GuidedOutput::Kind::none) p.grammar = guided_grammar(r.params.guided, parsing, r.chat.has_value(), tool_names);
     p.params = std::move(r.params);
     auto& stop_ids = p.params.sampling.stop_token_ids;
     if (!p.params.ignore_eos)
@@ -463,6 +470,7 @@ class Engine {
       s.prompt_len = prompt_len;
       s.seed = seed + static_cast<std::uint64_t>(i);
       s.delta.index = i;
+      if (p.grammar) s.guide = guided::guide_start(*p.grammar);
       p.result.choices[static_cast<std::size_t>(i)].index = i;
       if (tok) {
         parsing.tool_call_id_prefix = qwen::detail::cat("call_", p.id, "_", i, "_");
@@ -471,6 +479,26 @@ class Engine {
     }
     p.unfinished = p.params.n;
     p.submitted = std::chrono::steady_clock::now();
+  }
+
+  // The grammar of a guided request (tokenizer checked by the caller's text prompt or here).
+  guided::Grammar guided_grammar(const GuidedOutput& g, const ChatParsing& parsing, bool chat, const std::vector<std::string>& tools) {
+    if (!text_.tokenizer) throw_error<InvalidArgument>("request: guided decoding needs a tokenizer, and this engine has none");
+    std::call_once(token_bytes_once_, [&] { token_bytes_ = std::make_unique<guided::TokenBytes>(*text_.tokenizer, vocab_); });
+    guided::ThinkBlock think = guided::ThinkBlock::none;
+    if (chat && parsing.reasoning_start == chat::ReasoningStart::InsideThink) think = guided::ThinkBlock::inside;
+    if (chat && parsing.reasoning_start == chat::ReasoningStart::Detect) think = guided::ThinkBlock::optional;
+    if (g.kind == GuidedOutput::Kind::json_object) {
+      if (!g.tool_names.empty()) throw_error<InvalidArgument>("request: 'guided.tool_names' is only for a tool call");
+      return guided::json_object_grammar(think);
+    }
+    if (!chat || tools.empty())
+      throw_error<InvalidArgument>("request: a forced tool call needs a chat request with tools, and this request has ",
+                                   chat ? "no tools" : "no chat messages");
+    for (const std::string& name : g.tool_names)
+      if (std::find(tools.begin(), tools.end(), name) == tools.end())
+        throw_error<InvalidArgument>("request: the forced tool call names function \"", name, "\", which is not among the request's tools");
+    return guided::tool_call_grammar(g.tool_names.empty() ? tools : g.tool_names, think);
   }
 
   // ---- loop side ----
@@ -592,8 +620,11 @@ class Engine {
         const sampling::RowRequest request{&s.parent->params.sampling, s.seed, all.first(static_cast<std::size_t>(s.prompt_len)),
                                            all.subspan(static_cast<std::size_t>(s.prompt_len))};
         try {
-          results_[static_cast<std::size_t>(r)] =
-              sampler_.sample(std::span<float>(logits_).subspan(static_cast<std::size_t>(r * vocab_), static_cast<std::size_t>(vocab_)), request);
+          const std::span<float> row =
+              std::span<float>(logits_).subspan(static_cast<std::size_t>(r * vocab_), static_cast<std::size_t>(vocab_));
+          if (s.guide && guided::mask_logits(*s.parent->grammar, *s.guide, *token_bytes_, row) == 0)
+            throw_error<InvalidArgument>("guided decoding: no token of the vocabulary continues the output");
+          results_[static_cast<std::size_t>(r)] = sampler_.sample(row, request);
         } catch (const std::exception& e) {
           errors_[static_cast<std::size_t>(r)] = e.what();
         }
@@ -638,6 +669,13 @@ class Engine {
         reason = FinishReason::stop;
         choice.stop_string = std::move(matched);
       }
+    }
+    if (s.guide && !reason) {
+      if (!guided::guide_step(*p.grammar, *s.guide, token_bytes_->bytes(res.token))) {
+        fail_request(p, qwen::detail::cat("guided decoding: token ", res.token, " does not continue the output"));
+        return;
+      }
+      if (guided::guide_complete(*p.grammar, *s.guide)) reason = FinishReason::stop;
     }
     if (!reason && (s.generated() >= p.max_tokens || static_cast<std::int64_t>(s.tokens.size()) >= max_model_len_))
       reason = FinishReason::length;
@@ -728,6 +766,8 @@ class Engine {
   std::vector<std::int32_t> eos_;
   BlockManager<BlockSize> books_;
   sampling::Sampler sampler_;
+  std::once_flag token_bytes_once_;                  // built by the first guided request
+  std::unique_ptr<guided::TokenBytes> token_bytes_;
 
   // Shared with submitters.
   std::mutex mutex_;

@@ -28,6 +28,20 @@ inline constexpr int max_choices = 128;
 inline constexpr std::size_t max_stop_strings = 64;
 inline constexpr std::size_t max_stop_string_bytes = 1024;
 
+// Guided decoding (qwen/guided/grammar.hpp): what the output must be. The grammar takes over
+// after a thinking model's think block and ends the choice (finish reason stop) when complete.
+struct GuidedOutput {
+  enum class Kind : std::uint8_t {
+    none,
+    json_object,  // one JSON object (OpenAI response_format json_object)
+    tool_call,    // one tool call in Qwen3's format (OpenAI tool_choice naming a function, or "required")
+  };
+  Kind kind = Kind::none;
+  // tool_call: the function called is one of these, each one of the chat request's tools; empty:
+  // any of the request's tools.
+  std::vector<std::string> tool_names;
+};
+
 struct GenerationParams {
   // temperature, top_k, top_p, min_p, penalties, logit_bias, seed, min_tokens, logprobs, and
   // stop_token_ids: the caller's extra stop ids (the engine adds the model's end-of-sequence ids
@@ -39,6 +53,7 @@ struct GenerationParams {
   bool include_stop_str_in_output = false;  // keep the matched stop string (or stop token's text) in the text
   bool skip_special_tokens = true;        // special tokens' text is left out of the output text
   int n = 1;                              // completions of the prompt; choice i samples with seed + i
+  GuidedOutput guided;                    // none: free generation
 };
 
 // One prompt: exactly one of token ids, text, or an OpenAI chat request object ({"messages",

@@ -154,6 +154,10 @@ class Tokenizer {
   [[nodiscard]] bool has_token(TokenId id) const noexcept {
     return id >= 0 && static_cast<std::size_t>(id) < tokens_.size() && tokens_[static_cast<std::size_t>(id)].present;
   }
+  // The bytes `id` decodes to (empty for an id that names no token).
+  [[nodiscard]] std::string_view token_bytes(TokenId id) const noexcept {
+    return has_token(id) ? std::string_view(tokens_[static_cast<std::size_t>(id)].bytes) : std::string_view();
+  }
   [[nodiscard]] bool is_special(TokenId id) const {
     return id >= 0 && static_cast<std::size_t>(id) < tokens_.size() && tokens_[static_cast<std::size_t>(id)].special;
   }

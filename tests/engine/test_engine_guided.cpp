@@ -1,0 +1,151 @@
+// Guided decoding through the engine, on the dense tied golden checkpoint: random weights, so the
+// model on its own writes no JSON and no tool call; under a grammar every choice must.
+#include <catch2/catch.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include <qwen/engine/llm.hpp>
+#include <qwen/guided/json_automaton.hpp>
+#include <qwen/model/qwen3.hpp>
+
+using namespace qwen;
+using namespace qwen::engine;
+using json = nlohmann::ordered_json;
+
+namespace {
+
+using Model = Qwen3Model<Dense, shapes::TinyDenseTied, bf16>;
+const std::filesystem::path kCheckpoint = std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / "dense_tied";
+
+LLMOptions guided_options() {
+  LLMOptions o;
+  o.threads = 2;
+  o.engine.max_num_seqs = 16;
+  o.engine.max_num_batched_tokens = 256;
+  return o;
+}
+
+json weather_request(bool thinking) {
+  const auto tool = [](const char* name) { return json{{"type", "function"}, {"function", {{"name", name}}}}; };
+  return {{"messages", {{{"role", "user"}, {"content", "Weather and time in Lisbon?"}}}},
+          {"tools", {tool("get_weather"), tool("get_time")}},
+          {"chat_template_kwargs", {{"enable_thinking", thinking}}}};
+}
+
+// Whether `text` is a prefix of some JSON object (the recognizer accepts every byte).
+bool json_object_prefix(const std::string& text) {
+  guided::JsonState s = guided::json_start(true);
+  for (const char c : text)
+    if (!guided::json_step(s, static_cast<std::uint8_t>(c))) return false;
+  return true;
+}
+
+// Steers the random model at the tags a thinking model writes, so that think blocks open and close.
+void push_towards_think_tags(GenerationParams& p) { p.sampling.logit_bias = {{502, 6.0f}, {503, 4.0f}}; }
+
+}  // namespace
+
+TEST_CASE("engine: response json_object makes every choice one JSON object, thinking on or off", "[engine][guided]") {
+  LLM<Model> llm(kCheckpoint, guided_options());
+  int stopped = 0, cut = 0, thought = 0;
+  for (const bool thinking : {false, true}) {
+    GenerationParams p;
+    p.n = 8;
+    p.max_tokens = 300;
+    p.sampling.temperature = 1.0;
+    p.sampling.seed = 7;
+    p.guided.kind = GuidedOutput::Kind::json_object;
+    if (thinking) push_towards_think_tags(p);
+    json request = weather_request(thinking);
+    request.erase("tools");
+    const std::vector<RequestResult> results = llm.engine().generate({chat_request(request, p)});
+    for (const Choice& c : results[0].choices) {
+      INFO("thinking " << thinking << ", choice " << c.index << ": " << c.text);
+      REQUIRE(c.error.empty());
+      if (!thinking) CHECK_FALSE(c.reasoning_content);
+      thought += c.reasoning_content ? 1 : 0;
+      if (c.finish_reason == FinishReason::stop) {
+        ++stopped;
+        const json parsed = json::parse(c.content);  // throws (fails the test) unless it is JSON
+        CHECK(parsed.is_object());
+        CHECK_FALSE(c.stop_token);  // ended by the grammar, not by an end-of-sequence token
+      } else {
+        ++cut;
+        CHECK(c.finish_reason == FinishReason::length);
+        CHECK(json_object_prefix(c.content));
+      }
+    }
+  }
+  INFO(stopped << " choices complete, " << cut << " cut by max_tokens");
+  CHECK(stopped >= 4);  // both outcomes are allowed per choice, but the grammar must finish some
+  CHECK(thought > 0);
+}
+
+TEST_CASE("engine: a forced tool call is exactly one call to the named function, or to one of the tools", "[engine][guided]") {
+  LLM<Model> llm(kCheckpoint, guided_options());
+  std::set<std::string> names_seen;
+  int complete = 0;
+  for (const bool named : {true, false}) {
+    for (const bool thinking : {false, true}) {
+      GenerationParams p;
+      p.n = 6;
+      p.max_tokens = 160;
+      p.sampling.temperature = 1.0;
+      p.sampling.seed = 11;
+      p.guided.kind = GuidedOutput::Kind::tool_call;
+      if (named) p.guided.tool_names = {"get_time"};
+      if (thinking) push_towards_think_tags(p);
+      const std::vector<RequestResult> results = llm.engine().generate({chat_request(weather_request(thinking), p)});
+      for (const Choice& c : results[0].choices) {
+        INFO("named " << named << ", thinking " << thinking << ", choice " << c.index << ": " << c.text);
+        REQUIRE(c.error.empty());
+        if (c.finish_reason != FinishReason::stop) {
+          CHECK(c.tool_calls.empty());
+          continue;
+        }
+        ++complete;
+        REQUIRE(c.tool_calls.size() == 1);
+        const chat::ParsedToolCall& call = c.tool_calls[0];
+        if (named) CHECK(call.name == "get_time");
+        else CHECK((call.name == "get_time" || call.name == "get_weather"));
+        names_seen.insert(call.name);
+        CHECK(json::parse(call.arguments).is_object());
+        CHECK(c.content.find_first_not_of(" \n") == std::string::npos);  // nothing but the call (and newlines)
+      }
+    }
+  }
+  CHECK(complete >= 4);
+  CHECK(names_seen.count("get_time") == 1);
+}
+
+TEST_CASE("engine: guided requests that cannot be met are refused at submit", "[engine][guided]") {
+  LLM<Model> llm(kCheckpoint, guided_options());
+  auto& engine = llm.engine();
+  GenerationParams p;
+  p.guided.kind = GuidedOutput::Kind::tool_call;
+  p.guided.tool_names = {"get_news"};
+  CHECK_THROWS_WITH(engine.submit(chat_request(weather_request(false), p)),
+                    Catch::Contains("\"get_news\", which is not among the request's tools"));
+  p.guided.tool_names.clear();
+  json no_tools = weather_request(false);
+  no_tools.erase("tools");
+  CHECK_THROWS_WITH(engine.submit(chat_request(no_tools, p)), Catch::Contains("needs a chat request with tools"));
+  CHECK_THROWS_WITH(engine.submit(text_request("hello", p)), Catch::Contains("no chat messages"));
+  p.guided.kind = GuidedOutput::Kind::json_object;
+  p.guided.tool_names = {"get_time"};
+  CHECK_THROWS_WITH(engine.submit(chat_request(weather_request(false), p)), Catch::Contains("only for a tool call"));
+  CHECK_FALSE(engine.has_work());
+  // A text prompt may be guided too: the whole output is the object.
+  p.guided.tool_names.clear();
+  p.max_tokens = 300;
+  p.sampling.seed = 3;
+  p.n = 4;
+  const std::vector<RequestResult> results = engine.generate({text_request("Reply in JSON:", p)});
+  for (const Choice& c : results[0].choices) {
+    INFO(c.text);
+    if (c.finish_reason == FinishReason::stop) CHECK(json::parse(c.text).is_object());
+    else CHECK(json_object_prefix(c.text));
+  }
+}
