@@ -179,7 +179,7 @@ inline constexpr const char* openapi_text = R"json({
             "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": true},
             "tools": {"type": "array", "items": {"$ref": "#/components/schemas/Tool"}, "nullable": true},
             "tool_choice": {"nullable": true, "oneOf": [{"type": "string", "enum": ["none", "auto", "required"]}, {"type": "object"}]},
-            "response_format": {"type": "object", "nullable": true, "properties": {"type": {"type": "string", "enum": ["text", "json_object"]}}},
+            "response_format": {"type": "object", "nullable": true, "properties": {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}, "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean", "nullable": true}}}}},
             "chat_template_kwargs": {"type": "object", "nullable": true, "properties": {"enable_thinking": {"type": "boolean"}}}
           }
         }]

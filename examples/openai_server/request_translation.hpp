@@ -7,6 +7,7 @@
 // OpenAI's clients send it. Unknown fields are ignored, as OpenAI's API does.
 #pragma once
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -19,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 #include <qwen/engine/request.hpp>
+#include <qwen/guided/json_schema.hpp>
 #include <qwen/io/json_file.hpp>
 
 #include "api_error.hpp"
@@ -246,13 +248,28 @@ struct ChatCall {
     if (!format->is_object()) detail::type_error("response_format", "an object {\"type\": ...}", *format);
     const std::optional<std::string> type = get_string(*format, "type");
     if (!type) throw bad_request("'response_format.type' is missing", "response_format");
-    if (*type == "json_schema")
-      throw not_supported("response_format type 'json_schema' is not supported yet (guided decoding follows no schema yet); use "
-                          "\"json_object\" or \"text\"",
-                          "response_format");
-    if (*type == "json_object") params.guided.kind = Guided::Kind::json_object;
-    else if (*type != "text")
-      throw bad_request("'response_format.type' is \"" + *type + "\", must be \"text\" or \"json_object\"", "response_format");
+    if (*type == "json_schema") {
+      const json* spec = field(*format, "json_schema");
+      if (!spec || !spec->is_object())
+        throw bad_request("'response_format.json_schema' must be an object {\"name\": ..., \"schema\": {...}}", "response_format.json_schema");
+      const json* schema = field(*spec, "schema");
+      if (!schema) throw bad_request("'response_format.json_schema.schema' is missing", "response_format.json_schema.schema");
+      // Checked here, so that the error names the place in the request (the engine compiles it again at submit).
+      constexpr std::string_view where = "response_format.json_schema.schema";
+      try {
+        (void)qwen::guided::JsonSchema(*schema, std::string(where));
+      } catch (const qwen::InvalidArgument& e) {
+        const std::string message = e.what();
+        throw bad_request(message, message.substr(0, std::min(message.find(": "), message.size())));
+      }
+      params.guided.kind = Guided::Kind::json_schema;
+      params.guided.schema = *schema;
+    } else if (*type == "json_object") {
+      params.guided.kind = Guided::Kind::json_object;
+    } else if (*type != "text") {
+      throw bad_request("'response_format.type' is \"" + *type + "\", must be \"text\", \"json_object\" or \"json_schema\"",
+                        "response_format");
+    }
   }
 
   // What the chat template reads; parse_chat_request (at submit) checks it field by field.
@@ -303,8 +320,8 @@ struct ChatCall {
     }
   }
   if (forced) {
-    if (params.guided.kind == Guided::Kind::json_object)
-      throw bad_request("a forced tool call ('tool_choice') and response_format json_object cannot be combined", "response_format");
+    if (params.guided.kind != Guided::Kind::none)
+      throw bad_request("a forced tool call ('tool_choice') and a JSON response_format cannot be combined", "response_format");
     params.guided.kind = Guided::Kind::tool_call;
   }
   call.request = qwen::engine::chat_request(std::move(chat), std::move(params));

@@ -149,3 +149,68 @@ TEST_CASE("engine: guided requests that cannot be met are refused at submit", "[
     else CHECK(json_object_prefix(c.text));
   }
 }
+
+TEST_CASE("engine: json_schema and a tool's parameters are followed by every completed choice", "[engine][guided]") {
+  LLM<Model> llm(kCheckpoint, guided_options());
+  const json schema = json::parse(R"({"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+      "unit": {"enum": ["celsius", "fahrenheit"]}}, "required": ["city", "unit"], "additionalProperties": false})");
+  const auto check_object = [](const json& v) {
+    REQUIRE(v.is_object());
+    CHECK(v.contains("city"));
+    CHECK(v["city"].is_string());
+    CHECK((v["unit"] == "celsius" || v["unit"] == "fahrenheit"));
+    if (v.contains("days")) CHECK(v["days"].is_number_integer());
+    for (const auto& [key, value] : v.items()) CHECK((key == "city" || key == "days" || key == "unit"));
+  };
+  int complete = 0;
+  {
+    GenerationParams p;
+    p.n = 8;
+    p.max_tokens = 200;
+    p.sampling.temperature = 1.0;
+    p.sampling.seed = 5;
+    p.guided.kind = GuidedOutput::Kind::json_schema;
+    p.guided.schema = schema;
+    json request = weather_request(false);
+    request.erase("tools");
+    const std::vector<RequestResult> results = llm.engine().generate({chat_request(request, p)});
+    for (const Choice& c : results[0].choices) {
+      INFO(c.text);
+      if (c.finish_reason != FinishReason::stop) continue;
+      ++complete;
+      check_object(json::parse(c.content));
+    }
+  }
+  {
+    GenerationParams p;
+    p.n = 8;
+    p.max_tokens = 120;
+    p.sampling.temperature = 1.0;
+    p.sampling.seed = 6;
+    p.guided.kind = GuidedOutput::Kind::tool_call;
+    p.guided.tool_names = {"get_weather"};
+    json request = weather_request(false);
+    // One tool with a short schema: the prompt must leave room in the tiny model's 512 positions.
+    request["tools"] = json::array({request["tools"][0]});
+    request["tools"][0]["function"]["parameters"] =
+        json::parse(R"({"type": "object", "properties": {"n": {"type": "integer"}, "u": {"enum": ["c", "f"]}}, "required": ["u"]})");
+    const std::vector<RequestResult> results = llm.engine().generate({chat_request(request, p)});
+    for (const Choice& c : results[0].choices) {
+      INFO(c.text);
+      if (c.finish_reason != FinishReason::stop) continue;
+      ++complete;
+      REQUIRE(c.tool_calls.size() == 1);
+      CHECK(c.tool_calls[0].name == "get_weather");
+      const json args = json::parse(c.tool_calls[0].arguments);
+      CHECK((args["u"] == "c" || args["u"] == "f"));
+      CHECK(args.size() == (args.contains("n") ? 2u : 1u));
+      if (args.contains("n")) CHECK(args["n"].is_number_integer());
+    }
+    // A schema beyond the subset is refused at submit, naming where it is.
+    request["tools"][0]["function"]["parameters"]["properties"]["n"]["minimum"] = 1;
+    p.max_tokens = 50;
+    CHECK_THROWS_WITH(llm.engine().submit(chat_request(request, p)),
+                      Catch::Contains("chat request: tools[0].function.parameters.properties.n: keyword 'minimum' is not supported"));
+  }
+  CHECK(complete >= 4);
+}

@@ -349,14 +349,23 @@ TEST_CASE("guided: the token mask equals stepping every token of the Qwen3 vocab
       "<think>\nThe user wants the weather in Zürich.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": "
       "{\"city\": \"Z\xC3\xBCrich \\u00e9\\uD83D\\uDE00\", \"days\": [1, 2.5e-3, true, null], \"x\": {}}}\n</tool_call>";
   const std::string object_text = "{\n  \"a\": \"b\\\"c\xE2\x82\xAC\", \"n\": -0.5E+2, \"l\": [false, {\"k\": null}]\n}";
+  const auto schema = std::make_shared<const JsonSchema>(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+      "city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"enum": ["celsius", "fahrenheit"]},
+      "when": {"type": ["string", "null"]}, "extra": {}}, "required": ["city", "unit"]})"),
+                                                        "schema");
+  const Grammar schema_tool = tool_call_grammar({"get_weather", "get_time"}, ThinkBlock::none, {schema, nullptr});
+  const std::string schema_text =
+      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"S\u00e3o \\\"Paulo\\\"\", \"days\": -12, "
+      "\"unit\": \"celsius\", \"when\": null, \"extra\": [1, {\"k\": \"v\"}]}}\n</tool_call>";
   REQUIRE(accepts(tool, tool_text));
   REQUIRE(accepts(object, object_text));
+  REQUIRE(accepts(schema_tool, schema_text));
 
   std::vector<float> row(static_cast<std::size_t>(vocab));
   int checked = 0;
-  for (const auto* pair : {&tool, &object}) {
+  for (const auto* pair : {&tool, &object, &schema_tool}) {
     const Grammar& g = *pair;
-    const std::string& text = pair == &tool ? tool_text : object_text;
+    const std::string& text = pair == &tool ? tool_text : pair == &object ? object_text : schema_text;
     // Every third prefix (every one would take minutes under the sanitizers), and the last.
     const std::size_t stride = qwen_test::sanitized ? 9 : 3;
     std::vector<std::size_t> prefixes;

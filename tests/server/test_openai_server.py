@@ -25,9 +25,10 @@ import time
 import traceback
 
 try:
+    import jsonschema_rs  # the reference JSON Schema validator (installed with schemathesis)
     import openai
 except ImportError:
-    print("SKIPPED: the openai package is not installed (run scripts/setup)")
+    print("SKIPPED: the openai or jsonschema_rs package is not installed (run scripts/setup)")
     sys.exit(0)
 
 THINK, THINK_END, TOOL_OPEN, TOOL_CLOSE = 502, 503, 492, 493  # the golden tokenizer's ids
@@ -457,6 +458,18 @@ def check_json_object(server):
     for c in r.choices:
         assert c.finish_reason in ("stop", "length") and c.message.content.lstrip()[:1] == "{", c
     assert len(complete) >= 2, [c.finish_reason for c in r.choices]
+    # json_schema: every completed choice validates (jsonschema_rs, the reference validator).
+    schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
+                                               "unit": {"enum": ["celsius", "fahrenheit"]}},
+              "required": ["city", "unit"], "additionalProperties": False}
+    r = client.chat.completions.create(model=NAME, messages=chat_messages("Weather as JSON."), max_tokens=200, temperature=1.0,
+                                       seed=4, n=6, response_format={"type": "json_schema",
+                                                                     "json_schema": {"name": "weather", "schema": schema}},
+                                       extra_body={"chat_template_kwargs": {"enable_thinking": False}})
+    complete = [c for c in r.choices if c.finish_reason == "stop"]
+    for c in complete:
+        jsonschema_rs.validate(schema, json.loads(c.message.content))
+    assert len(complete) >= 2, [c.finish_reason for c in r.choices]
 
 
 def check_tokenize(server):
@@ -612,7 +625,11 @@ def bad_requests():
         ("POST", chat, c(min_tokens=50), 400, "min_tokens"),
         ("POST", chat, c(stream="yes"), 400, "stream"),
         ("POST", chat, c(stream_options={"include_usage": True}), 400, "stream_options"),
-        ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {}}), 400, "response_format"),
+        ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {}}), 400, "response_format.json_schema.schema"),
+        ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "object", "properties": {
+            "n": {"type": "integer", "maximum": 3}}}}}), 400, "response_format.json_schema.schema.properties.n"),
+        ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}), 400,
+         "response_format.json_schema.schema"),
         ("POST", chat, c(response_format={"type": "xml"}), 400, "response_format"),
         ("POST", chat, c(response_format={"type": "json_object"}, tools=[WEATHER_TOOL], tool_choice="required"), 400, "response_format"),
         ("POST", chat, c(tools="x"), 400, "tools"),

@@ -208,7 +208,17 @@ TEST_CASE("chat request translation", "[server]") {
   body.erase("tool_choice");
 
   body["response_format"] = {{"type", "json_schema"}};
-  CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).code() == "unsupported_parameter");
+  CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).param() == "response_format.json_schema");
+  body["response_format"] = {{"type", "json_schema"}, {"json_schema", {{"name", "w"}}}};
+  CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).param() == "response_format.json_schema.schema");
+  body["response_format"]["json_schema"]["schema"] = json::parse(R"({"type": "object", "properties": {"n": {"type": "integer", "minimum": 1}}})");
+  const ApiError unsupported = api_error_of([&] { (void)read_chat_request(body, defaults); });
+  CHECK(unsupported.param() == "response_format.json_schema.schema.properties.n");
+  CHECK_THAT(unsupported.what(), Catch::Contains("keyword 'minimum' is not supported"));
+  body["response_format"]["json_schema"]["schema"] = json::parse(R"({"type": "object", "properties": {"n": {"type": "integer"}}})");
+  const qwen::engine::GenerationParams schema_params = read_chat_request(body, defaults).request.params;
+  CHECK(schema_params.guided.kind == Guided::Kind::json_schema);
+  CHECK(schema_params.guided.schema == body["response_format"]["json_schema"]["schema"]);
   body["response_format"] = {{"type", "json_object"}};
   CHECK(read_chat_request(body, defaults).request.params.guided.kind == Guided::Kind::json_object);
   body["tool_choice"] = "required";

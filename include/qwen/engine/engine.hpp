@@ -418,6 +418,7 @@ class Engine {
     const tokenizer::Tokenizer* tok = text_.tokenizer;
     ChatParsing parsing;
     std::vector<std::string> tool_names;  // a chat request's tools
+    std::vector<nlohmann::ordered_json> tool_parameters;  // and their "parameters" (null: none)
     std::vector<std::int32_t> ids;
     if (r.prompt) {
       if (!tok) throw_error<InvalidArgument>("request: a text prompt needs a tokenizer, and this engine has none");
@@ -432,7 +433,12 @@ class Engine {
       parsing.enabled = true;
       parsing.reasoning_start = chat::reasoning_start_for(prompt);
       parsing.tools = !request.tools.empty();
-      for (const auto& tool : request.tools) tool_names.push_back(tool["function"]["name"].get<std::string>());
+      for (const auto& tool : request.tools) {
+        const auto& function = tool["function"];
+        tool_names.push_back(function["name"].get<std::string>());
+        const auto parameters = function.find("parameters");
+        tool_parameters.push_back(parameters != function.end() ? *parameters : nlohmann::ordered_json());
+      }
     } else {
       ids = std::move(r.prompt_ids);
     }
@@ -449,7 +455,8 @@ class Engine {
     if (prompt_len + p.max_tokens > max_model_len_)
       throw_error<InvalidArgument>("request: the prompt (", prompt_len, " tokens) plus max_tokens ", p.max_tokens,
                                    " exceed the context length ", max_model_len_);
-    if (r.params.guided.kind != GuidedOutput::Kind::none) p.grammar = guided_grammar(r.params.guided, parsing, r.chat.has_value(), tool_names);
+    if (r.params.guided.kind != GuidedOutput::Kind::none)
+      p.grammar = guided_grammar(r.params.guided, parsing, r.chat.has_value(), tool_names, tool_parameters);
     p.params = std::move(r.params);
     auto& stop_ids = p.params.sampling.stop_token_ids;
     if (!p.params.ignore_eos)
@@ -482,23 +489,38 @@ class Engine {
   }
 
   // The grammar of a guided request (tokenizer checked by the caller's text prompt or here).
-  guided::Grammar guided_grammar(const GuidedOutput& g, const ChatParsing& parsing, bool chat, const std::vector<std::string>& tools) {
+  guided::Grammar guided_grammar(const GuidedOutput& g, const ChatParsing& parsing, bool chat, const std::vector<std::string>& tools,
+                                 const std::vector<nlohmann::ordered_json>& parameters) {
     if (!text_.tokenizer) throw_error<InvalidArgument>("request: guided decoding needs a tokenizer, and this engine has none");
     std::call_once(token_bytes_once_, [&] { token_bytes_ = std::make_unique<guided::TokenBytes>(*text_.tokenizer, vocab_); });
     guided::ThinkBlock think = guided::ThinkBlock::none;
     if (chat && parsing.reasoning_start == chat::ReasoningStart::InsideThink) think = guided::ThinkBlock::inside;
     if (chat && parsing.reasoning_start == chat::ReasoningStart::Detect) think = guided::ThinkBlock::optional;
-    if (g.kind == GuidedOutput::Kind::json_object) {
+    if (g.kind == GuidedOutput::Kind::json_object || g.kind == GuidedOutput::Kind::json_schema) {
       if (!g.tool_names.empty()) throw_error<InvalidArgument>("request: 'guided.tool_names' is only for a tool call");
-      return guided::json_object_grammar(think);
+      if (g.kind == GuidedOutput::Kind::json_object) {
+        if (!g.schema.is_null()) throw_error<InvalidArgument>("request: 'guided.schema' is only for json_schema");
+        return guided::json_object_grammar(think);
+      }
+      return guided::json_object_grammar(think, std::make_shared<const guided::JsonSchema>(g.schema, "request: guided.schema"));
     }
+    if (!g.schema.is_null()) throw_error<InvalidArgument>("request: 'guided.schema' is only for json_schema (a call follows its tool's parameters)");
     if (!chat || tools.empty())
       throw_error<InvalidArgument>("request: a forced tool call needs a chat request with tools, and this request has ",
                                    chat ? "no tools" : "no chat messages");
     for (const std::string& name : g.tool_names)
       if (std::find(tools.begin(), tools.end(), name) == tools.end())
         throw_error<InvalidArgument>("request: the forced tool call names function \"", name, "\", which is not among the request's tools");
-    return guided::tool_call_grammar(g.tool_names.empty() ? tools : g.tool_names, think);
+    // Each function's arguments follow its "parameters" (checked here: a schema beyond the subset is refused).
+    const std::vector<std::string>& names = g.tool_names.empty() ? tools : g.tool_names;
+    std::vector<std::shared_ptr<const guided::JsonSchema>> schemas;
+    for (const std::string& name : names) {
+      const auto i = static_cast<std::size_t>(std::find(tools.begin(), tools.end(), name) - tools.begin());
+      schemas.push_back(!parameters[i].is_null() ? std::make_shared<const guided::JsonSchema>(
+                                                       parameters[i], qwen::detail::cat("chat request: tools[", i, "].function.parameters"))
+                                                 : nullptr);
+    }
+    return guided::tool_call_grammar(names, think, schemas);
   }
 
   // ---- loop side ----

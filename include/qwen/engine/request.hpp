@@ -34,12 +34,16 @@ struct GuidedOutput {
   enum class Kind : std::uint8_t {
     none,
     json_object,  // one JSON object (OpenAI response_format json_object)
-    tool_call,    // one tool call in Qwen3's format (OpenAI tool_choice naming a function, or "required")
+    json_schema,  // one JSON object valid under `schema` (response_format json_schema)
+    tool_call,    // one tool call in Qwen3's format (OpenAI tool_choice naming a function, or "required");
+                  // its arguments follow the function's "parameters" schema when the tool has one
   };
   Kind kind = Kind::none;
   // tool_call: the function called is one of these, each one of the chat request's tools; empty:
   // any of the request's tools.
   std::vector<std::string> tool_names;
+  // json_schema: the schema (qwen/guided/json_schema.hpp lists the subset; others are refused at submit).
+  nlohmann::ordered_json schema;
 };
 
 struct GenerationParams {

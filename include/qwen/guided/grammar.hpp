@@ -14,7 +14,8 @@
 //   literal      exactly these bytes
 //   choice       one of these byte strings (none a prefix of another)
 //   whitespace   up to max_whitespace_run of ' ', '\t', '\n', '\r', then the next segment
-//   json         a JSON object (json_automaton.hpp)
+//   json         a JSON object (json_automaton.hpp), or one valid under a schema (json_schema.hpp;
+//                several schemas: the one of the alternative the choice segment before it took)
 //   until        any bytes, up to and including the first occurrence of the text
 //   maybe        the text (then the next segment), or, from the first byte that departs from
 //                it, skip the next segment: the bytes read so far go to the one after it
@@ -28,6 +29,7 @@
 
 #include "qwen/core/error.hpp"
 #include "qwen/guided/json_automaton.hpp"
+#include "qwen/guided/json_schema.hpp"
 
 namespace qwen::guided {
 
@@ -35,6 +37,8 @@ struct Segment {
   enum class Kind : std::uint8_t { literal, choice, whitespace, json, until, maybe };
   Kind kind = Kind::literal;
   std::vector<std::string> texts;  // literal, until, maybe: one; choice: the alternatives
+  // json: none (any object), one, or one per alternative of the choice just before (null: any object)
+  std::vector<std::shared_ptr<const JsonSchema>> schemas;
 };
 
 // Where a request's output starts, as far as the grammar cares (chat::ReasoningStart).
@@ -78,6 +82,10 @@ class Grammar {
       case Segment::Kind::whitespace:
       case Segment::Kind::json:
         if (!s.texts.empty()) bad("takes no text");
+        if (s.schemas.size() > 1 &&
+            (i == 0 || segments_[i - 1].kind != Segment::Kind::choice || segments_[i - 1].texts.size() != s.schemas.size()))
+          bad("(json) has a schema per alternative but no choice of as many alternatives before it");
+        if (s.kind == Segment::Kind::whitespace && !s.schemas.empty()) bad("(whitespace) takes no schema");
         break;
     }
   }
@@ -89,8 +97,16 @@ struct GuideState {
   std::uint32_t segment = 0;  // == grammar.size(): complete
   std::uint32_t pos = 0;      // bytes of the segment's text matched (whitespace: bytes read)
   std::uint32_t alternative = 0;  // choice: the first alternative that agrees with the bytes so far
-  JsonState json;
+  std::uint32_t chosen = 0;       // the alternative the last complete choice took
+  JsonState json;                 // json without a schema
+  SchemaState schema;             // json with one
 };
+
+// The schema a json segment follows from this state (null: any object).
+[[nodiscard]] inline const JsonSchema* schema_of(const Segment& segment, const GuideState& s) noexcept {
+  if (segment.schemas.empty()) return nullptr;
+  return segment.schemas.size() == 1 ? segment.schemas[0].get() : segment.schemas[s.chosen].get();
+}
 
 namespace grammar_detail {
 
@@ -98,7 +114,10 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
   s.segment = segment;
   s.pos = 0;
   s.alternative = 0;
-  if (segment < g.size() && g[segment].kind == Segment::Kind::json) s.json = json_start(true);
+  if (segment < g.size() && g[segment].kind == Segment::Kind::json) {
+    if (const JsonSchema* schema = schema_of(g[segment], s)) s.schema = schema_start(*schema);
+    else s.json = json_start(true);
+  }
 }
 
 // Length of the longest prefix of `text` that ends the bytes text[0, matched) + b.
@@ -141,7 +160,10 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
           const std::string& t = seg.texts[a];
           if (t.size() > s.pos && static_cast<std::uint8_t>(t[s.pos]) == b && std::string_view(t).starts_with(read)) {
             s.alternative = a;
-            if (++s.pos == t.size()) enter(g, s, s.segment + 1);
+            if (++s.pos == t.size()) {
+              s.chosen = a;
+              enter(g, s, s.segment + 1);
+            }
             return true;
           }
         }
@@ -155,6 +177,11 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
         enter(g, s, s.segment + 1);
         continue;  // the byte belongs to the next segment
       case Segment::Kind::json:
+        if (const JsonSchema* schema = schema_of(seg, s)) {
+          if (!schema_step(*schema, s.schema, b)) return false;
+          if (schema_complete(s.schema)) enter(g, s, s.segment + 1);
+          return true;
+        }
         if (!json_step(s.json, b)) return false;
         if (json_complete(s.json)) enter(g, s, s.segment + 1);
         return true;
@@ -178,6 +205,13 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
     }
   }
   return false;  // complete: nothing may follow
+}
+
+// Inside a JSON string with nothing pending, where any whole UTF-8 characters other than '"', '\'
+// and controls are accepted and leave the state as it is (token_mask's shortcut).
+[[nodiscard]] inline bool guide_in_plain_string(const Grammar& g, const GuideState& s) noexcept {
+  if (s.segment >= g.size() || g[s.segment].kind != Segment::Kind::json) return false;
+  return schema_of(g[s.segment], s) ? schema_in_plain_string(s.schema) : json_in_plain_string(s.json);
 }
 
 [[nodiscard]] inline bool guide_step(const Grammar& g, GuideState& s, std::string_view bytes) noexcept {
@@ -210,17 +244,24 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
 }
 }  // namespace grammar_detail
 
-// The output (after any think block) is one JSON object.
-[[nodiscard]] inline Grammar json_object_grammar(ThinkBlock think) {
+// The output (after any think block) is one JSON object, valid under `schema` when given.
+[[nodiscard]] inline Grammar json_object_grammar(ThinkBlock think, std::shared_ptr<const JsonSchema> schema = nullptr) {
   std::vector<Segment> s;
   grammar_detail::think_segments(s, think);
-  s.push_back({Segment::Kind::json, {}});
+  Segment json{Segment::Kind::json, {}, {}};
+  if (schema) json.schemas.push_back(std::move(schema));
+  s.push_back(std::move(json));
   return Grammar(std::move(s));
 }
 
 // The output (after any think block) is one tool call to one of `names`, in Qwen3's format.
-[[nodiscard]] inline Grammar tool_call_grammar(const std::vector<std::string>& names, ThinkBlock think) {
+// schemas: empty, or one per name (null: any object), which that function's arguments follow.
+[[nodiscard]] inline Grammar tool_call_grammar(const std::vector<std::string>& names, ThinkBlock think,
+                                               const std::vector<std::shared_ptr<const JsonSchema>>& schemas = {}) {
   if (names.empty()) throw_error<InvalidArgument>("guided decoding: a forced tool call needs at least one function name");
+  if (!schemas.empty() && schemas.size() != names.size())
+    throw_error<InvalidArgument>("guided decoding: ", schemas.size(), " argument schemas for ", names.size(), " functions");
+  std::vector<std::shared_ptr<const JsonSchema>> kept_schemas;
   std::vector<Segment> s;
   grammar_detail::think_segments(s, think);
   s.push_back({Segment::Kind::whitespace, {}});
@@ -231,12 +272,17 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
     std::string alternative = grammar_detail::json_escaped(name) + "\", \"arguments\": ";
     bool repeated = false;
     for (const std::string& a : alternatives) repeated = repeated || a == alternative;
-    if (!repeated) alternatives.push_back(std::move(alternative));
+    if (repeated) continue;
+    alternatives.push_back(std::move(alternative));
+    if (!schemas.empty()) kept_schemas.push_back(schemas[static_cast<std::size_t>(&name - names.data())]);
   }
+  const bool any_schema = std::any_of(kept_schemas.begin(), kept_schemas.end(), [](const auto& p) { return p != nullptr; });
   s.push_back({Segment::Kind::literal, {"<tool_call>\n{\"name\": \""}});
   if (alternatives.size() == 1) s.push_back({Segment::Kind::literal, {std::move(alternatives[0])}});
   else s.push_back({Segment::Kind::choice, std::move(alternatives)});
-  s.push_back({Segment::Kind::json, {}});
+  Segment arguments{Segment::Kind::json, {}, {}};
+  if (any_schema) arguments.schemas = std::move(kept_schemas);
+  s.push_back(std::move(arguments));
   s.push_back({Segment::Kind::literal, {"}\n</tool_call>"}});
   return Grammar(std::move(s));
 }

@@ -112,8 +112,7 @@ inline std::int64_t mask_by_first_byte(const Grammar& g, const GuideState& state
     if (group.empty()) continue;
     GuideState after_first = state;
     if (!guide_step(g, after_first, static_cast<std::uint8_t>(first))) continue;
-    const bool plain = after_first.segment < g.size() && g[after_first.segment].kind == Segment::Kind::json &&
-                       json_in_plain_string(after_first.json);
+    const bool plain = guide_in_plain_string(g, after_first);
     for (const std::int32_t t : group) {
       const std::string_view b = vocab.bytes(t);
       bool ok = b.size() == 1 || (plain && vocab.plain_string(t));
@@ -156,7 +155,7 @@ inline std::int64_t mask_logits(const Grammar& g, const GuideState& state, const
   if (segment && segment->kind == Segment::Kind::until) {
     const std::uint64_t end_bit = TokenBytes::byte_bit(static_cast<std::uint8_t>(segment->texts[0].back()));
     each_token([&](std::int32_t id) { return (vocab.byte_set(id) & end_bit) == 0; });
-  } else if (segment && segment->kind == Segment::Kind::json && json_in_plain_string(state.json)) {
+  } else if (guide_in_plain_string(g, state)) {
     each_token([&](std::int32_t id) { return vocab.plain_string(id); });
   } else {
     count = mask_detail::mask_by_first_byte(g, state, vocab, allowed);
