@@ -4,6 +4,9 @@
 //   literal        inside the forced "<tool_call>\n{\"name\": \"" text
 //   json_structure after {"city": "Lisbon", -- a key or whitespace must follow
 //   json_string    inside a string value -- most of the vocabulary is allowed
+//   schema_key     a call's arguments under a schema, after {"city": "Lisbon", -- one of the
+//                  properties that may come next ("days", "unit")
+//   schema_string  inside a string value under that schema
 // Counters, all measured in this process:
 //   mask_seconds     one mask_logits call (the engine's cost per guided row per step)
 //   stepping_seconds stepping every token's bytes through a copy of the state (the plain way,
@@ -16,10 +19,12 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <qwen/guided/grammar.hpp>
+#include <qwen/guided/json_schema.hpp>
 #include <qwen/guided/token_mask.hpp>
 #include <qwen/sampling/sampler.hpp>
 #include <qwen/tokenizer/tokenizer.hpp>
@@ -103,10 +108,23 @@ const Grammar& object_grammar() {
   return g;
 }
 
+const Grammar& schema_grammar() {
+  static const Grammar g = tool_call_grammar(
+      {"get_weather"}, ThinkBlock::none,
+      {std::make_shared<const JsonSchema>(nlohmann::ordered_json::parse(R"({"type": "object", "properties": {
+          "city": {"type": "string"}, "days": {"type": "integer"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+          "required": ["city", "unit"]})"),
+                                          "schema")});
+  return g;
+}
+
 void BM_Mask_think(benchmark::State& s) { run(s, tool_grammar(), "<think>\nThe user asks about the weather, so I"); }
 void BM_Mask_literal(benchmark::State& s) { run(s, tool_grammar(), "<think>\nok\n</think>\n\n<tool_call>\n{\"na"); }
 void BM_Mask_json_structure(benchmark::State& s) { run(s, object_grammar(), "{\"city\": \"Lisbon\","); }
 void BM_Mask_json_string(benchmark::State& s) { run(s, object_grammar(), "{\"city\": \"Lis"); }
+const std::string call_head = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
+void BM_Mask_schema_key(benchmark::State& s) { run(s, schema_grammar(), call_head + "{\"city\": \"Lisbon\", "); }
+void BM_Mask_schema_string(benchmark::State& s) { run(s, schema_grammar(), call_head + "{\"city\": \"Lis"); }
 
 }  // namespace
 
@@ -114,4 +132,6 @@ BENCHMARK(BM_Mask_think)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Mask_literal)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Mask_json_structure)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Mask_json_string)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Mask_schema_key)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Mask_schema_string)->Unit(benchmark::kMicrosecond);
 BENCHMARK_MAIN();
