@@ -224,8 +224,8 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
 
 namespace grammar_detail {
 inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
-  if (think == ThinkBlock::optional) out.push_back({Segment::Kind::maybe, {"<think>"}});
-  if (think != ThinkBlock::none) out.push_back({Segment::Kind::until, {"</think>"}});
+  if (think == ThinkBlock::optional) out.push_back({Segment::Kind::maybe, {"<think>"}, {}});
+  if (think != ThinkBlock::none) out.push_back({Segment::Kind::until, {"</think>"}, {}});
 }
 // A JSON string's body for `text` (quotes, backslashes and controls escaped).
 [[nodiscard]] inline std::string json_escaped(std::string_view text) {
@@ -264,7 +264,7 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
   std::vector<std::shared_ptr<const JsonSchema>> kept_schemas;
   std::vector<Segment> s;
   grammar_detail::think_segments(s, think);
-  s.push_back({Segment::Kind::whitespace, {}});
+  s.push_back({Segment::Kind::whitespace, {}, {}});
   std::vector<std::string> alternatives;
   for (const std::string& name : names) {
     if (name.empty()) throw_error<InvalidArgument>("guided decoding: a function name is empty");
@@ -277,13 +277,13 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
     if (!schemas.empty()) kept_schemas.push_back(schemas[static_cast<std::size_t>(&name - names.data())]);
   }
   const bool any_schema = std::any_of(kept_schemas.begin(), kept_schemas.end(), [](const auto& p) { return p != nullptr; });
-  s.push_back({Segment::Kind::literal, {"<tool_call>\n{\"name\": \""}});
-  if (alternatives.size() == 1) s.push_back({Segment::Kind::literal, {std::move(alternatives[0])}});
-  else s.push_back({Segment::Kind::choice, std::move(alternatives)});
+  s.push_back({Segment::Kind::literal, {"<tool_call>\n{\"name\": \""}, {}});
+  if (alternatives.size() == 1) s.push_back({Segment::Kind::literal, {std::move(alternatives[0])}, {}});
+  else s.push_back({Segment::Kind::choice, std::move(alternatives), {}});
   Segment arguments{Segment::Kind::json, {}, {}};
   if (any_schema) arguments.schemas = std::move(kept_schemas);
   s.push_back(std::move(arguments));
-  s.push_back({Segment::Kind::literal, {"}\n</tool_call>"}});
+  s.push_back({Segment::Kind::literal, {"}\n</tool_call>"}, {}});
   return Grammar(std::move(s));
 }
 

@@ -208,8 +208,8 @@ class JsonSchema {
     }
     if (!s.is_object()) bad(path, "a schema must be an object or a boolean, got " + s.dump());
     static const char* known[] = {"type", "properties", "required", "items", "enum", "const", "anyOf", "oneOf"};
-    for (const auto& [key, value] : s.items()) {
-      (void)value;
+    for (const auto& item : s.items()) {
+      const std::string& key = item.key();
       if (annotation(key)) continue;
       if (std::find_if(std::begin(known), std::end(known), [&](const char* k) { return key == k; }) == std::end(known))
         bad(path, "keyword '" + key + "' is not supported by guided decoding");
