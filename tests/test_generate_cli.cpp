@@ -833,3 +833,55 @@ TEST_CASE("generate: the demo model answers the held-out questions, as transform
     // transformers, checked for every item, holds for these items as for the others.
   }
 }
+
+TEST_CASE("generate: input lines force the demo model's tool call with tool_choice, following the tool's parameters", "[generate][text][demo]") {
+  const std::filesystem::path demo_dir = QWEN_DEMO_CHECKPOINT;
+  const ojson doc = ojson::parse(testing::read_file(std::filesystem::path(QWEN_DEMO_TEST_DIR) / "heldout.json"));
+  std::vector<ojson> items;
+  for (const ojson& it : doc.at("items"))
+    if (it.at("kind").get<std::string>().starts_with("tool_call")) items.push_back(it);
+  if (qwen_test::sanitized) items.resize(4);
+  REQUIRE(items.size() >= 4);
+  testing::ScratchDir dir("generate-forced");
+  std::string input;
+  for (const ojson& it : items) {
+    ojson line = {{"messages", it.at("messages")},
+                  {"tools", it.at("tools")},
+                  {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_weather"}}}}},
+                  {"chat_template_kwargs", {{"enable_thinking", it.at("enable_thinking")}}},
+                  {"max_tokens", doc.at("max_new_tokens")}};
+    input += line.dump() + "\n";
+  }
+  // A bad tool_choice or schema is an error naming the line and the field; the other lines run.
+  input += ojson{{"messages", items[0].at("messages")}, {"tools", items[0].at("tools")},
+                 {"tool_choice", {{"type", "function"}, {"function", {{"name", "get_time"}}}}}}.dump() + "\n";
+  input += ojson{{"messages", items[0].at("messages")}, {"response_format", {{"type", "json_schema"}, {"json_schema",
+                 {{"schema", {{"type", "object"}, {"properties", {{"n", {{"type", "integer"}, {"maximum", 3}}}}}}}}}}}}.dump() + "\n";
+  testing::write_file(dir / "forced.jsonl", input);
+  const auto r = generate(model_arg(demo_dir) + " --input " + shell_quote((dir / "forced.jsonl").string()));
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exited);
+  CHECK(r.status == 1);  // some lines were bad
+  CHECK_THAT(r.err, Catch::Contains("'tool_choice.function.name' is \"get_time\", which is not among the request's tools"));
+  CHECK_THAT(r.err, Catch::Contains("'response_format.json_schema.schema.properties.n' keyword 'maximum' is not supported"));
+  const std::vector<ojson> lines = json_lines(r.out);
+  REQUIRE(lines.size() == items.size() + 2);  // the bad lines are error lines, in input order
+  CHECK(lines[items.size()].contains("error"));
+  CHECK(lines[items.size() + 1].contains("error"));
+  int named_right = 0;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    const ojson& out = lines[i];
+    INFO("item " << i << ": " << out.at("text").dump());
+    // Whatever the model would rather write, the output is one call with {"city": <a string>}.
+    CHECK(out.at("finish_reason") == "stop");
+    REQUIRE(out.at("tool_calls").size() == 1);
+    const ojson& call = out.at("tool_calls")[0];
+    CHECK(call.at("function").at("name") == "get_weather");
+    const ojson args = ojson::parse(call.at("function").at("arguments").get<std::string>());
+    REQUIRE(args.size() == 1);
+    REQUIRE(args.at("city").is_string());
+    named_right += args.at("city") == items[i].at("expected_city") ? 1 : 0;
+  }
+  std::printf("demo forced tool calls (qwen-generate, greedy): well-formed %zu/%zu, the expected city %d/%zu\n", items.size(),
+              items.size(), named_right, items.size());
+}

@@ -2,8 +2,10 @@
 //
 // A line is a JSON object with exactly one prompt:
 //   "prompt": "text" | [token ids]                       a completion
-//   "messages": [...] (+ "tools", "chat_template_kwargs", "add_generation_prompt")
+//   "messages": [...] (+ "tools", "tool_choice", "chat_template_kwargs", "add_generation_prompt")
 //                                                        a chat request (qwen/chat/request.hpp)
+// and an optional "response_format" (OpenAI's; with "tool_choice" it is guided decoding, see
+// qwen/engine/openai_guided.hpp: a forced tool call, a JSON object, an object under a JSON Schema),
 // an optional "id" (string or integer; default: the line's 1-based number), and optional
 // per-line values of the command line's parameters, each null for "as on the command line":
 //   max_tokens, n, min_tokens, top_k, logprobs          integers
@@ -29,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 #include <qwen/core/error.hpp>
+#include <qwen/engine/openai_guided.hpp>
 #include <qwen/engine/request.hpp>
 #include <qwen/io/json_file.hpp>
 
@@ -173,8 +176,15 @@ inline InputLine parse_input_line(std::string_view text, std::size_t number, con
     qwen::engine::Request request;
     request.params = defaults;
     ordered_json chat = ordered_json::object();
+    const ordered_json* tool_choice = nullptr;
+    const ordered_json* response_format = nullptr;
     for (const auto& [key, value] : j.items()) {
       if (key == "id") continue;
+      if (key == "tool_choice" || key == "response_format") {
+        if (key == "tool_choice" && !has_messages) throw qwen::InvalidArgument("'tool_choice' goes with 'messages', not with 'prompt'");
+        (key == "tool_choice" ? tool_choice : response_format) = &value;
+        continue;
+      }
       if (key == "prompt") {
         if (value.is_string()) {
           request.prompt = value.get<std::string>();
@@ -195,6 +205,10 @@ inline InputLine parse_input_line(std::string_view text, std::size_t number, con
         throw qwen::InvalidArgument("unknown key '" + key + "'");
       }
     }
+    const qwen::engine::OpenAIGuided guided =
+        qwen::engine::read_openai_guided(tool_choice, response_format, chat.contains("tools") ? &chat["tools"] : nullptr);
+    request.params.guided = guided.guided;
+    if (guided.hide_tools) chat.erase("tools");
     if (has_messages) {
       request.chat = std::move(chat);
       line.chat = true;

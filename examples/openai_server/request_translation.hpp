@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 #include <qwen/engine/request.hpp>
-#include <qwen/guided/json_schema.hpp>
+#include <qwen/engine/openai_guided.hpp>
 #include <qwen/io/json_file.hpp>
 
 #include "api_error.hpp"
@@ -243,86 +243,18 @@ struct ChatCall {
   if (top && !call.logprobs) throw bad_request("'top_logprobs' needs 'logprobs': true", "top_logprobs");
   if (call.logprobs) params.sampling.logprobs = static_cast<int>(top.value_or(0));
 
-  using Guided = qwen::engine::GuidedOutput;
-  if (const json* format = field(body, "response_format")) {
-    if (!format->is_object()) detail::type_error("response_format", "an object {\"type\": ...}", *format);
-    const std::optional<std::string> type = get_string(*format, "type");
-    if (!type) throw bad_request("'response_format.type' is missing", "response_format");
-    if (*type == "json_schema") {
-      const json* spec = field(*format, "json_schema");
-      if (!spec || !spec->is_object())
-        throw bad_request("'response_format.json_schema' must be an object {\"name\": ..., \"schema\": {...}}", "response_format.json_schema");
-      const json* schema = field(*spec, "schema");
-      if (!schema) throw bad_request("'response_format.json_schema.schema' is missing", "response_format.json_schema.schema");
-      // Checked here, so that the error names the place in the request (the engine compiles it again at submit).
-      constexpr std::string_view where = "response_format.json_schema.schema";
-      try {
-        (void)qwen::guided::JsonSchema(*schema, std::string(where));
-      } catch (const qwen::InvalidArgument& e) {
-        const std::string message = e.what();
-        throw bad_request(message, message.substr(0, std::min(message.find(": "), message.size())));
-      }
-      params.guided.kind = Guided::Kind::json_schema;
-      params.guided.schema = *schema;
-    } else if (*type == "json_object") {
-      params.guided.kind = Guided::Kind::json_object;
-    } else if (*type != "text") {
-      throw bad_request("'response_format.type' is \"" + *type + "\", must be \"text\", \"json_object\" or \"json_schema\"",
-                        "response_format");
-    }
-  }
-
   // What the chat template reads; parse_chat_request (at submit) checks it field by field.
   json chat = json::object();
   for (const char* key : {"messages", "tools", "chat_template_kwargs", "add_generation_prompt"})
     if (const auto it = body.find(key); it != body.end()) chat[key] = *it;
-  const json* tools = field(body, "tools");
-  const bool has_tools = tools && tools->is_array() && !tools->empty();
-  bool forced = false;
-  if (const json* choice = field(body, "tool_choice")) {
-    if (choice->is_string()) {
-      const std::string c = choice->get<std::string>();
-      if (c == "none") chat.erase("tools");  // the model is not told about the tools, so it calls none
-      else if (c == "required") {
-        if (!has_tools) throw bad_request("'tool_choice' is \"required\" but the request has no 'tools'", "tool_choice");
-        forced = true;  // one call to any of the tools
-      } else if (c != "auto") {
-        throw bad_request("'tool_choice' is \"" + c + "\", must be \"none\", \"auto\", \"required\" or a named function", "tool_choice");
-      }
-    } else if (choice->is_object()) {
-      if (!has_tools) throw bad_request("'tool_choice' names a function but the request has no 'tools'", "tool_choice");
-      // Nested strings: a wrong type is named by its full path.
-      const auto string_at = [](const json& object, const char* key, const std::string& path) -> std::optional<std::string> {
-        const json* v = field(object, key);
-        if (!v) return std::nullopt;
-        if (!v->is_string()) detail::type_error(path, "a string", *v);
-        return v->get<std::string>();
-      };
-      if (const std::optional<std::string> type = string_at(*choice, "type", "tool_choice.type"); type && *type != "function")
-        throw bad_request("'tool_choice.type' is \"" + *type + "\", must be \"function\"", "tool_choice.type");
-      const json* function = field(*choice, "function");
-      if (!function || !function->is_object())
-        throw bad_request("'tool_choice.function' must be an object {\"name\": ...}", "tool_choice.function");
-      const std::optional<std::string> name = string_at(*function, "name", "tool_choice.function.name");
-      if (!name) throw bad_request("'tool_choice.function.name' is missing", "tool_choice.function.name");
-      bool known = false;
-      for (const json& tool : *tools)
-        if (const json* f = tool.is_object() ? field(tool, "function") : nullptr; f && f->is_object())
-          if (const auto n = f->find("name"); n != f->end() && n->is_string() && n->get<std::string>() == *name) known = true;
-      if (!known)
-        throw bad_request("'tool_choice.function.name' is \"" + *name + "\", which is not among the request's tools",
-                          "tool_choice.function.name");
-      forced = true;
-      params.guided.tool_names = {*name};
-    } else {
-      detail::type_error("tool_choice", "\"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
-                         *choice);
-    }
-  }
-  if (forced) {
-    if (params.guided.kind != Guided::Kind::none)
-      throw bad_request("a forced tool call ('tool_choice') and a JSON response_format cannot be combined", "response_format");
-    params.guided.kind = Guided::Kind::tool_call;
+  // tool_choice and response_format: guided decoding (qwen/engine/openai_guided.hpp).
+  try {
+    const qwen::engine::OpenAIGuided guided =
+        qwen::engine::read_openai_guided(field(body, "tool_choice"), field(body, "response_format"), field(body, "tools"));
+    params.guided = guided.guided;
+    if (guided.hide_tools) chat.erase("tools");  // the model is not told about the tools, so it calls none
+  } catch (const qwen::InvalidArgument& e) {
+    throw bad_request(e.what(), param_of_library_message(e.what()));
   }
   call.request = qwen::engine::chat_request(std::move(chat), std::move(params));
   return call;

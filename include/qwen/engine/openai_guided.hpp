@@ -1,0 +1,125 @@
+// OpenAI's `tool_choice` and `response_format` as guided decoding (GuidedOutput), for every front
+// end that takes OpenAI-shaped requests (qwen-serve's chat route, qwen-generate's input lines).
+//
+//   tool_choice  "auto" (or absent): the model may call a tool; "none": the tools are not shown
+//                to the model (hide_tools); "required": exactly one call to one of the tools;
+//                {"type": "function", "function": {"name": N}}: exactly one call to N, which
+//                must be one of the tools.
+//   response_format  {"type": "text"}; {"type": "json_object"}; {"type": "json_schema",
+//                "json_schema": {"name": ..., "schema": S}}: S within qwen/guided/json_schema.hpp's
+//                subset, checked here.
+// A forced call and a JSON response_format together are refused. Errors are InvalidArgument
+// whose message starts "request: " and quotes the field first (e.g. "request:
+// 'tool_choice.function.name' is \"x\", which is not among the request's tools"), so a server
+// can name the field.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "qwen/core/error.hpp"
+#include "qwen/engine/request.hpp"
+#include "qwen/guided/json_schema.hpp"
+
+namespace qwen::engine {
+
+struct OpenAIGuided {
+  GuidedOutput guided;
+  bool hide_tools = false;  // tool_choice "none": leave the tools out of the prompt
+};
+
+namespace openai_detail {
+using ordered_json = nlohmann::ordered_json;
+[[noreturn]] inline void bad(const std::string& field, const std::string& problem) {
+  throw_error<InvalidArgument>("request: '", field, "' ", problem);
+}
+// A JSON value as a message shows it: its JSON, cut after 60 bytes.
+inline std::string shown(const ordered_json& v) {
+  std::string s = v.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+}
+inline const ordered_json* member(const ordered_json& object, const char* key) {
+  const auto it = object.find(key);
+  return it == object.end() || it->is_null() ? nullptr : &*it;
+}
+inline std::optional<std::string> string_at(const ordered_json& object, const char* key, const std::string& field) {
+  const ordered_json* v = member(object, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) bad(field, "must be a string, got " + shown(*v));
+  return v->get<std::string>();
+}
+}  // namespace openai_detail
+
+// tool_choice, response_format and tools: the request's fields (null when absent).
+[[nodiscard]] inline OpenAIGuided read_openai_guided(const nlohmann::ordered_json* tool_choice, const nlohmann::ordered_json* response_format,
+                                                    const nlohmann::ordered_json* tools) {
+  using namespace openai_detail;
+  OpenAIGuided out;
+  if (response_format && !response_format->is_null()) {
+    if (!response_format->is_object()) bad("response_format", "must be an object {\"type\": ...}, got " + shown(*response_format));
+    const std::optional<std::string> type = string_at(*response_format, "type", "response_format.type");
+    if (!type) bad("response_format.type", "is missing");
+    if (*type == "json_schema") {
+      const ordered_json* spec = member(*response_format, "json_schema");
+      if (!spec || !spec->is_object()) bad("response_format.json_schema", "must be an object {\"name\": ..., \"schema\": {...}}");
+      const ordered_json* schema = member(*spec, "schema");
+      if (!schema) bad("response_format.json_schema.schema", "is missing");
+      try {
+        (void)guided::JsonSchema(*schema, "");
+      } catch (const InvalidArgument& e) {
+        // "<path>: <problem>" from the schema compiler, the path relative to the schema.
+        const std::string message = e.what();
+        const std::size_t colon = message.find(": ");
+        bad("response_format.json_schema.schema" + message.substr(0, colon), message.substr(colon + 2));
+      }
+      out.guided.kind = GuidedOutput::Kind::json_schema;
+      out.guided.schema = *schema;
+    } else if (*type == "json_object") {
+      out.guided.kind = GuidedOutput::Kind::json_object;
+    } else if (*type != "text") {
+      bad("response_format.type", "is \"" + *type + "\", must be \"text\", \"json_object\" or \"json_schema\"");
+    }
+  }
+  if (!tool_choice || tool_choice->is_null()) return out;
+  const bool has_tools = tools && tools->is_array() && !tools->empty();
+  bool forced = false;
+  if (tool_choice->is_string()) {
+    const std::string c = tool_choice->get<std::string>();
+    if (c == "none") {
+      out.hide_tools = true;
+    } else if (c == "required") {
+      if (!has_tools) bad("tool_choice", "is \"required\" but the request has no 'tools'");
+      forced = true;
+    } else if (c != "auto") {
+      bad("tool_choice", "is \"" + c + "\", must be \"none\", \"auto\", \"required\" or a named function");
+    }
+  } else if (tool_choice->is_object()) {
+    if (!has_tools) bad("tool_choice", "names a function but the request has no 'tools'");
+    if (const std::optional<std::string> type = string_at(*tool_choice, "type", "tool_choice.type"); type && *type != "function")
+      bad("tool_choice.type", "is \"" + *type + "\", must be \"function\"");
+    const ordered_json* function = member(*tool_choice, "function");
+    if (!function || !function->is_object()) bad("tool_choice.function", "must be an object {\"name\": ...}");
+    const std::optional<std::string> name = string_at(*function, "name", "tool_choice.function.name");
+    if (!name) bad("tool_choice.function.name", "is missing");
+    bool known = false;
+    for (const ordered_json& tool : *tools)
+      if (const ordered_json* f = tool.is_object() ? member(tool, "function") : nullptr; f && f->is_object())
+        if (const ordered_json* n = member(*f, "name"); n && n->is_string() && n->get<std::string>() == *name) known = true;
+    if (!known) bad("tool_choice.function.name", "is \"" + *name + "\", which is not among the request's tools");
+    forced = true;
+    out.guided.tool_names = {*name};
+  } else {
+    bad("tool_choice", "must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}, got " +
+                           shown(*tool_choice));
+  }
+  if (forced) {
+    if (out.guided.kind != GuidedOutput::Kind::none)
+      bad("response_format", "cannot be a JSON format together with a forced tool call ('tool_choice')");
+    out.guided.kind = GuidedOutput::Kind::tool_call;
+  }
+  return out;
+}
+
+}  // namespace qwen::engine
