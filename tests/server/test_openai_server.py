@@ -630,7 +630,7 @@ def bad_requests():
             "n": {"type": "integer", "maximum": 3}}}}}), 400, "response_format.json_schema.schema.properties.n"),
         ("POST", chat, c(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "string"}}}), 400,
          "response_format.json_schema.schema"),
-        ("POST", chat, c(response_format={"type": "xml"}), 400, "response_format"),
+        ("POST", chat, c(response_format={"type": "xml"}), 400, "response_format.type"),
         ("POST", chat, c(response_format={"type": "json_object"}, tools=[WEATHER_TOOL], tool_choice="required"), 400, "response_format"),
         ("POST", chat, c(tools="x"), 400, "tools"),
         ("POST", chat, c(tools=[{"type": "function"}]), 400, "tools[0].function"),
