@@ -101,6 +101,9 @@ const std::vector<json>& schemas() {
       json::parse(R"({"type": "object", "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}},
                       "required": ["y"]})"),
       json::parse(R"({"type": "object", "additionalProperties": false})"),
+      json::parse(R"({"type": "object", "properties": {"a": {"anyOf": [{"type": ["integer", "null"]},
+          {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}]}]},
+          "b": {"additionalProperties": false}, "c": {"properties": {"y": {"type": "boolean"}}}}, "required": ["a", "b", "c"]})"),
   };
   return all;
 }
@@ -290,11 +293,38 @@ TEST_CASE("guided: schemas beyond the subset are refused naming the place and th
   refused(R"({"type": "object", "properties": {"a": {"type": "text"}}})", "\"text\" is not a JSON Schema type");
   refused(R"({"type": "object", "properties": {"a": false}})", "allows no value");
   refused(R"({"type": "object", "additionalProperties": {"type": "string"}})", "additional properties");
+  // Keywords beside enum/const or anyOf/oneOf would be ignored: refused instead.
+  refused(R"({"type": "object", "properties": {"a": {"enum": ["x", "y"], "anyOf": [{"const": "x"}, {"type": "null"}]}}})",
+          "'enum' together with 'anyOf' is not supported");
+  refused(R"({"type": "object", "properties": {"a": {"type": "object", "properties": {"b": {}}, "const": {"b": 1}}}})",
+          "'const' together with 'properties' is not supported");
+  refused(R"({"type": "object", "properties": {"p": {"anyOf": [{"type": "object"}, {"type": "null"}], "required": ["x"]}}})",
+          "'required' together with 'anyOf' is not supported");
+  refused(R"({"type": "object", "properties": {"p": {"required": ["x"]}}})", "names properties that 'properties' does not list");
+  // Deeply nested alternatives are an error, not a stack overflow.
+  std::string nested = R"({"type": "string"})";
+  for (int i = 0; i < 20000; ++i) nested = R"({"anyOf": [)" + nested + "]}";
+  refused((R"({"type": "object", "properties": {"a": )" + nested + "}}").c_str(), "schemas nest deeper than 64 levels");
   std::string deep = R"({"type": "string"})";
   for (int i = 0; i < max_schema_depth; ++i) deep = R"({"type": "object", "properties": {"a": )" + deep + "}}";
   CHECK_NOTHROW(JsonSchema(json::parse(deep), "s"));
   deep = R"({"type": "object", "properties": {"a": )" + deep + "}}";
   refused(deep.c_str(), "nest deeper than 16 levels");
+}
+
+TEST_CASE("guided: alternatives inside alternatives, and object keywords without a type, are followed", "[guided][schema]") {
+  const JsonSchema nested(json::parse(R"({"type": "object", "properties": {"a": {"anyOf": [{"type": ["integer", "null"]},
+      {"anyOf": [{"type": "string"}, {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}]}]},
+      "b": {"additionalProperties": false}, "c": {"properties": {"y": {"type": "boolean"}}}}, "required": ["a", "b", "c"]})"),
+                          "schema");
+  CHECK(run(nested, R"({"a": 1, "b": {}, "c": {}})").complete);
+  CHECK(run(nested, R"({"a": null, "b": {}, "c": {"y": true}})").complete);
+  CHECK(run(nested, R"({"a": "s", "b": {}, "c": {}})").complete);
+  CHECK(run(nested, R"({"a": {"x": 3}, "b": {}, "c": {}})").complete);
+  CHECK(run(nested, R"({"a": 1.5})").accepted == 7);       // an integer: no fraction
+  CHECK(run(nested, R"({"a": {}})").accepted == 7);        // x is required
+  CHECK(run(nested, R"({"a": 1, "b": {"z": 1}})").accepted == 15);  // b: no properties at all
+  CHECK(run(nested, R"({"a": 1, "b": 2})").accepted == 14);         // b: an object
 }
 
 TEST_CASE("guided: a forced call follows the schema of the function it names", "[guided][schema]") {

@@ -176,7 +176,13 @@ class JsonSchema {
     return add(std::move(n), path);
   }
 
-  std::uint16_t alternatives(std::vector<std::uint16_t> options, const std::string& path) {
+  std::uint16_t alternatives(const std::vector<std::uint16_t>& given, const std::string& path) {
+    // Alternatives inside alternatives are spliced in, so that one first byte picks a leaf.
+    std::vector<std::uint16_t> options;
+    for (const std::uint16_t o : given) {
+      if (nodes_[o].kind == SchemaNode::Kind::alternatives) options.insert(options.end(), nodes_[o].options.begin(), nodes_[o].options.end());
+      else options.push_back(o);
+    }
     if (options.size() == 1) return options[0];
     SchemaNode n;
     n.kind = SchemaNode::Kind::alternatives;
@@ -202,6 +208,12 @@ class JsonSchema {
   }
 
   std::uint16_t compile(const json& s, const std::string& path, int depth) {
+    // Schemas nest (properties, items, anyOf) at most this deep, whatever they describe.
+    if (++nesting_ > max_schema_nesting) bad(path, "schemas nest deeper than " + std::to_string(max_schema_nesting) + " levels");
+    struct Leave {
+      int& n;
+      ~Leave() { --n; }
+    } leave{nesting_};
     if (s.is_boolean()) {
       if (!s.get<bool>()) bad(path, "the schema false allows no value");
       return add(SchemaNode{}, path);
@@ -224,9 +236,17 @@ class JsonSchema {
         }
       } else bad(path + ".type", "must be a type name or a list of them");
     }
+    // Keywords that shape a value: only the combinations below are followed, the others refused
+    // (ignoring one could produce output the schema rejects).
+    const auto has = [&](const char* key) { return s.contains(key); };
+    const char* structure[] = {"properties", "required", "items", "additionalProperties"};
     const auto e = s.find("enum"), c = s.find("const");
     if (e != s.end() || c != s.end()) {
       if (e != s.end() && c != s.end()) bad(path, "both 'enum' and 'const'");
+      for (const char* other : {"anyOf", "oneOf", "properties", "required", "items"})
+        if (has(other)) bad(path, std::string("'") + (e != s.end() ? "enum" : "const") + "' together with '" + other + "' is not supported");
+      if (const auto extra = s.find("additionalProperties"); extra != s.end() && *extra != json(true))
+        bad(path, std::string("'") + (e != s.end() ? "enum" : "const") + "' together with 'additionalProperties' is not supported");
       std::vector<json> values;
       if (c != s.end()) values.push_back(*c);
       else {
@@ -246,6 +266,9 @@ class JsonSchema {
     for (const char* key : {"anyOf", "oneOf"}) {
       if (const auto list = s.find(key); list != s.end()) {
         if (!types.empty()) bad(path, std::string("'type' together with '") + key + "' is not supported");
+        for (const char* other : structure)
+          if (has(other)) bad(path, std::string("'") + other + "' together with '" + key + "' is not supported");
+        if (has("anyOf") && has("oneOf")) bad(path, "both 'anyOf' and 'oneOf'");
         if (!list->is_array() || list->empty()) bad(path + "." + key, "must be a non-empty list of schemas");
         std::vector<std::uint16_t> options;
         for (std::size_t i = 0; i < list->size(); ++i)
@@ -254,8 +277,11 @@ class JsonSchema {
       }
     }
     if (types.empty()) {
-      if (s.contains("properties")) types.push_back("object");
-      else if (s.contains("items")) types.push_back("array");
+      // Object keywords without a type: the value must be an object (a valid narrowing: the
+      // schema allows other types, on which these keywords say nothing).
+      if (has("properties") || has("required") || (has("additionalProperties") && s["additionalProperties"] != json(true)))
+        types.push_back("object");
+      else if (has("items")) types.push_back("array");
       else return add(SchemaNode{}, path);  // any value
     }
     // "integer" with "number" is "number".
@@ -270,7 +296,9 @@ class JsonSchema {
     return alternatives(std::move(options), path + ".type");
   }
 
+  static constexpr int max_schema_nesting = 64;
   std::string where_;
+  int nesting_ = 0;
   std::vector<SchemaNode> nodes_;
   std::uint16_t root_ = 0;
 };
