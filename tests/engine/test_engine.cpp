@@ -26,6 +26,8 @@
 #include <qwen/io/safetensors.hpp>
 #include <qwen/model/qwen3.hpp>
 
+#include "engine_test_model.hpp"
+
 #include "../forward_reference.hpp"
 
 using namespace qwen;
@@ -34,8 +36,8 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
-using Model = Qwen3Model<Dense, shapes::TinyDenseTied, bf16>;
-const std::filesystem::path kCheckpoint = std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / "dense_tied";
+using Model = qwen_test::EngineTestModel;
+const std::filesystem::path kCheckpoint = qwen_test::engine_test_checkpoint;
 
 // transformers' golden prompts and greedy continuations for the checkpoint.
 using Golden = testing::Reference;

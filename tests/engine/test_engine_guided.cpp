@@ -10,14 +10,16 @@
 #include <qwen/guided/json_automaton.hpp>
 #include <qwen/model/qwen3.hpp>
 
+#include "engine_test_model.hpp"
+
 using namespace qwen;
 using namespace qwen::engine;
 using json = nlohmann::ordered_json;
 
 namespace {
 
-using Model = Qwen3Model<Dense, shapes::TinyDenseTied, bf16>;
-const std::filesystem::path kCheckpoint = std::filesystem::path(QWEN_GOLDEN_DIR) / "checkpoints" / "dense_tied";
+using Model = qwen_test::EngineTestModel;
+const std::filesystem::path kCheckpoint = qwen_test::engine_test_checkpoint;
 
 LLMOptions guided_options() {
   LLMOptions o;
@@ -42,6 +44,17 @@ bool json_object_prefix(const std::string& text) {
   return true;
 }
 
+// n choices sampled at temperature 1 from `seed`, at most max_tokens each, under a grammar of `kind`.
+GenerationParams sampled(GuidedOutput::Kind kind, int n, int max_tokens, std::uint64_t seed) {
+  GenerationParams p;
+  p.n = n;
+  p.max_tokens = max_tokens;
+  p.sampling.temperature = 1.0;
+  p.sampling.seed = seed;
+  p.guided.kind = kind;
+  return p;
+}
+
 // Steers the random model at the tags a thinking model writes, so that think blocks open and close.
 void push_towards_think_tags(GenerationParams& p) { p.sampling.logit_bias = {{502, 6.0f}, {503, 4.0f}}; }
 
@@ -51,12 +64,7 @@ TEST_CASE("engine: response json_object makes every choice one JSON object, thin
   LLM<Model> llm(kCheckpoint, guided_options());
   int stopped = 0, cut = 0, thought = 0;
   for (const bool thinking : {false, true}) {
-    GenerationParams p;
-    p.n = 8;
-    p.max_tokens = 300;
-    p.sampling.temperature = 1.0;
-    p.sampling.seed = 7;
-    p.guided.kind = GuidedOutput::Kind::json_object;
+    GenerationParams p = sampled(GuidedOutput::Kind::json_object, 8, 300, 7);
     if (thinking) push_towards_think_tags(p);
     json request = weather_request(thinking);
     request.erase("tools");
@@ -89,12 +97,7 @@ TEST_CASE("engine: a forced tool call is exactly one call to the named function,
   int complete = 0;
   for (const bool named : {true, false}) {
     for (const bool thinking : {false, true}) {
-      GenerationParams p;
-      p.n = 6;
-      p.max_tokens = 160;
-      p.sampling.temperature = 1.0;
-      p.sampling.seed = 11;
-      p.guided.kind = GuidedOutput::Kind::tool_call;
+      GenerationParams p = sampled(GuidedOutput::Kind::tool_call, 6, 160, 11);
       if (named) p.guided.tool_names = {"get_time"};
       if (thinking) push_towards_think_tags(p);
       const std::vector<RequestResult> results = llm.engine().generate({chat_request(weather_request(thinking), p)});
@@ -164,12 +167,7 @@ TEST_CASE("engine: json_schema and a tool's parameters are followed by every com
   };
   int complete = 0;
   {
-    GenerationParams p;
-    p.n = 8;
-    p.max_tokens = 200;
-    p.sampling.temperature = 1.0;
-    p.sampling.seed = 5;
-    p.guided.kind = GuidedOutput::Kind::json_schema;
+    GenerationParams p = sampled(GuidedOutput::Kind::json_schema, 8, 200, 5);
     p.guided.schema = schema;
     json request = weather_request(false);
     request.erase("tools");
@@ -182,12 +180,7 @@ TEST_CASE("engine: json_schema and a tool's parameters are followed by every com
     }
   }
   {
-    GenerationParams p;
-    p.n = 8;
-    p.max_tokens = 120;
-    p.sampling.temperature = 1.0;
-    p.sampling.seed = 6;
-    p.guided.kind = GuidedOutput::Kind::tool_call;
+    GenerationParams p = sampled(GuidedOutput::Kind::tool_call, 8, 120, 6);
     p.guided.tool_names = {"get_weather"};
     json request = weather_request(false);
     // One tool with a short schema: the prompt must leave room in the tiny model's 512 positions.
