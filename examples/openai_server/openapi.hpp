@@ -179,7 +179,7 @@ inline constexpr const char* openapi_text = R"json({
             "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": true},
             "tools": {"type": "array", "items": {"$ref": "#/components/schemas/Tool"}, "nullable": true},
             "tool_choice": {"nullable": true, "oneOf": [{"type": "string", "enum": ["none", "auto", "required"]}, {"type": "object"}]},
-            "response_format": {"type": "object", "nullable": true, "properties": {"type": {"type": "string", "enum": ["text", "json_object", "json_schema"]}, "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean", "nullable": true}}}}},
+            "response_format": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/ResponseFormat"}]},
             "chat_template_kwargs": {"type": "object", "nullable": true, "properties": {"enable_thinking": {"type": "boolean"}}}
           }
         }]
@@ -194,9 +194,17 @@ inline constexpr const char* openapi_text = R"json({
               {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}},
               {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}}]},
             "echo": {"type": "boolean", "nullable": true},
-            "logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": true}
+            "logprobs": {"type": "integer", "minimum": 0, "maximum": 20, "nullable": true},
+            "response_format": {"nullable": true, "allOf": [{"$ref": "#/components/schemas/ResponseFormat"}]}
           }
         }]
+      },
+      "ResponseFormat": {
+        "type": "object",
+        "properties": {
+          "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+          "json_schema": {"type": "object", "properties": {"name": {"type": "string"}, "schema": {"type": "object"}, "strict": {"type": "boolean", "nullable": true}}}
+        }
       },
       "Usage": {
         "type": "object", "required": ["prompt_tokens", "completion_tokens", "total_tokens"],

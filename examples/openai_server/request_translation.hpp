@@ -285,6 +285,12 @@ struct CompletionCall {
     throw not_supported("'suffix' is not supported", "suffix");
   if (const std::optional<std::int64_t> best_of = get_integer(body, "best_of"); best_of && *best_of != params.n)
     throw not_supported("'best_of' other than n is not supported", "best_of");
+  // response_format (vLLM takes it here too): the completion is one JSON object, or one under a schema.
+  try {
+    params.guided = qwen::engine::read_openai_guided(nullptr, field(body, "response_format"), nullptr).guided;
+  } catch (const qwen::InvalidArgument& e) {
+    throw bad_request(e.what(), param_of_library_message(e.what()));
+  }
 
   const json* prompt = field(body, "prompt");
   if (!prompt) throw bad_request("'prompt' is missing", "prompt");

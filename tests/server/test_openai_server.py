@@ -458,6 +458,13 @@ def check_json_object(server):
     for c in r.choices:
         assert c.finish_reason in ("stop", "length") and c.message.content.lstrip()[:1] == "{", c
     assert len(complete) >= 2, [c.finish_reason for c in r.choices]
+    # The completions route takes response_format too (as vLLM's does).
+    r = client.completions.create(model=NAME, prompt="JSON:", max_tokens=200, temperature=1.0, seed=3, n=6,
+                                  extra_body={"response_format": {"type": "json_object"}})
+    complete = [c for c in r.choices if c.finish_reason == "stop"]
+    for c in complete:
+        assert isinstance(json.loads(c.text), dict), c.text
+    assert len(complete) >= 2, [c.finish_reason for c in r.choices]
     # json_schema: every completed choice validates (jsonschema_rs, the reference validator).
     schema = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
                                                "unit": {"enum": ["celsius", "fahrenheit"]}},
