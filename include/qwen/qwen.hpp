@@ -12,6 +12,9 @@
 #include "qwen/core/error.hpp"
 #include "qwen/core/numeric.hpp"
 #include "qwen/core/tensor.hpp"
+#include "qwen/guided/grammar.hpp"
+#include "qwen/guided/json_automaton.hpp"
+#include "qwen/guided/json_schema.hpp"
 #include "qwen/io/checkpoint.hpp"
 #include "qwen/io/checkpoint_config.hpp"
 #include "qwen/io/generation_config.hpp"
@@ -44,8 +47,10 @@
 #if __has_include(<utf8proc.h>)
 #include "qwen/engine/engine.hpp"
 #include "qwen/engine/llm.hpp"
+#include "qwen/engine/openai_guided.hpp"
 #include "qwen/engine/request.hpp"
 #include "qwen/engine/text_stream.hpp"
+#include "qwen/guided/token_mask.hpp"
 #include "qwen/tokenizer/stream_decoder.hpp"
 #include "qwen/tokenizer/tokenizer.hpp"
 #endif
