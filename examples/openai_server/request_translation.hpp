@@ -253,8 +253,8 @@ struct ChatCall {
         qwen::engine::read_openai_guided(field(body, "tool_choice"), field(body, "response_format"), field(body, "tools"));
     params.guided = guided.guided;
     if (guided.hide_tools) chat.erase("tools");  // the model is not told about the tools, so it calls none
-  } catch (const qwen::InvalidArgument& e) {
-    throw bad_request(e.what(), param_of_library_message(e.what()));
+  } catch (const qwen::engine::OpenAIFieldError& e) {
+    throw bad_request(e.what(), e.field());
   }
   call.request = qwen::engine::chat_request(std::move(chat), std::move(params));
   return call;
@@ -288,8 +288,8 @@ struct CompletionCall {
   // response_format (vLLM takes it here too): the completion is one JSON object, or one under a schema.
   try {
     params.guided = qwen::engine::read_openai_guided(nullptr, field(body, "response_format"), nullptr).guided;
-  } catch (const qwen::InvalidArgument& e) {
-    throw bad_request(e.what(), param_of_library_message(e.what()));
+  } catch (const qwen::engine::OpenAIFieldError& e) {
+    throw bad_request(e.what(), e.field());
   }
 
   const json* prompt = field(body, "prompt");

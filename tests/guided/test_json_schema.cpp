@@ -341,4 +341,12 @@ TEST_CASE("guided: a forced call follows the schema of the function it names", "
   CHECK(accepts(R"({"y": 1})", "add"));
   CHECK_FALSE(accepts(R"({"city": "Lisbon"})", "add"));
   CHECK(accepts(R"({"anything": [1]})", "free"));
+  // An empty schema (a tool with "parameters": {}) is any object.
+  const auto empty = std::make_shared<const JsonSchema>(json::object(), "empty");
+  const Grammar g2 = tool_call_grammar({"f"}, ThinkBlock::none, {empty});
+  GuideState s = guide_start(g2);
+  CHECK(guide_step(g2, s, std::string("<tool_call>\n{\"name\": \"f\", \"arguments\": {\"k\": [true]}}\n</tool_call>")));
+  CHECK(guide_complete(g2, s));
+  s = guide_start(g2);
+  CHECK_FALSE(guide_step(g2, s, std::string("<tool_call>\n{\"name\": \"f\", \"arguments\": [")));
 }

@@ -200,7 +200,17 @@ TEST_CASE("chat request translation", "[server]") {
   refused({{"type", "function"}}, "tool_choice.function", "must be an object");
   refused({{"type", "tool"}, {"function", {{"name", tool_name}}}}, "tool_choice.type", "must be \"function\"");
   refused("sometimes", "tool_choice", "must be \"none\", \"auto\", \"required\"");
+  // Malformed tools are named as such (the translation runs before the chat request parser).
   const json saved_tools = body["tools"];
+  body["tools"] = json::object();
+  refused("required", "tools", "must be a list of tools");
+  body["tools"] = json::parse(R"([{"type": "function", "function": {"name": 3}}])");
+  refused({{"type", "function"}, {"function", {{"name", "f"}}}}, "tools[0].function.name", "must be a string");
+  body["tools"] = json::parse(R"([5])");
+  refused("required", "tools[0].function", "must be an object");
+  // The field is named apart from the message, whatever the client wrote inside it.
+  body["tools"] = saved_tools;
+  refused({{"type", "function"}, {"function", {{"name", "chat request: evil: x"}}}}, "tool_choice.function.name", "not among");
   body.erase("tools");
   refused("required", "tool_choice", "no 'tools'");
   refused({{"type", "function"}, {"function", {{"name", tool_name}}}}, "tool_choice", "no 'tools'");
@@ -215,6 +225,9 @@ TEST_CASE("chat request translation", "[server]") {
   const ApiError unsupported = api_error_of([&] { (void)read_chat_request(body, defaults); });
   CHECK(unsupported.param() == "response_format.json_schema.schema.properties.n");
   CHECK_THAT(unsupported.what(), Catch::Contains("keyword 'minimum' is not supported"));
+  // Property names of any spelling are named whole (one with ": " in it too).
+  body["response_format"]["json_schema"]["schema"] = json::parse(R"({"type": "object", "properties": {"user Name: x": {"type": "integer", "minimum": 1}}})");
+  CHECK(api_error_of([&] { (void)read_chat_request(body, defaults); }).param() == "response_format.json_schema.schema.properties.user Name: x");
   body["response_format"]["json_schema"]["schema"] = json::parse(R"({"type": "object", "properties": {"n": {"type": "integer"}}})");
   const qwen::engine::GenerationParams schema_params = read_chat_request(body, defaults).request.params;
   CHECK(schema_params.guided.kind == Guided::Kind::json_schema);

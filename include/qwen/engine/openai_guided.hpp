@@ -8,10 +8,10 @@
 //   response_format  {"type": "text"}; {"type": "json_object"}; {"type": "json_schema",
 //                "json_schema": {"name": ..., "schema": S}}: S within qwen/guided/json_schema.hpp's
 //                subset, checked here.
-// A forced call and a JSON response_format together are refused. Errors are InvalidArgument
-// whose message starts "request: " and quotes the field first (e.g. "request:
-// 'tool_choice.function.name' is \"x\", which is not among the request's tools"), so a server
-// can name the field.
+// A forced call and a JSON response_format together are refused. Errors are OpenAIFieldError (an
+// InvalidArgument) whose message starts "request: " and quotes the field (e.g. "request:
+// 'tool_choice.function.name' is \"x\", which is not among the request's tools"), and whose
+// field() names it apart, whatever the client's text inside the message.
 #pragma once
 
 #include <optional>
@@ -25,6 +25,16 @@
 
 namespace qwen::engine {
 
+class OpenAIFieldError : public InvalidArgument {
+ public:
+  OpenAIFieldError(std::string field, const std::string& problem)
+      : InvalidArgument("request: '" + field + "' " + problem), field_(std::move(field)) {}
+  [[nodiscard]] const std::string& field() const noexcept { return field_; }
+
+ private:
+  std::string field_;
+};
+
 struct OpenAIGuided {
   GuidedOutput guided;
   bool hide_tools = false;  // tool_choice "none": leave the tools out of the prompt
@@ -32,9 +42,7 @@ struct OpenAIGuided {
 
 namespace openai_detail {
 using ordered_json = nlohmann::ordered_json;
-[[noreturn]] inline void bad(const std::string& field, const std::string& problem) {
-  throw_error<InvalidArgument>("request: '", field, "' ", problem);
-}
+[[noreturn]] inline void bad(const std::string& field, const std::string& problem) { throw OpenAIFieldError(field, problem); }
 // A JSON value as a message shows it: its JSON, cut after 60 bytes.
 inline std::string shown(const ordered_json& v) {
   std::string s = v.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
@@ -68,11 +76,8 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
       if (!schema) bad("response_format.json_schema.schema", "is missing");
       try {
         (void)guided::JsonSchema(*schema, "");
-      } catch (const InvalidArgument& e) {
-        // "<path>: <problem>" from the schema compiler, the path relative to the schema.
-        const std::string message = e.what();
-        const std::size_t colon = message.find(": ");
-        bad("response_format.json_schema.schema" + message.substr(0, colon), message.substr(colon + 2));
+      } catch (const guided::SchemaError& e) {
+        bad("response_format.json_schema.schema" + e.path(), e.problem());
       }
       out.guided.kind = GuidedOutput::Kind::json_schema;
       out.guided.schema = *schema;
@@ -83,7 +88,17 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
     }
   }
   if (!tool_choice || tool_choice->is_null()) return out;
+  // The tools a forced call may name (the chat request parser checks the rest of each at submit).
+  if (tools && !tools->is_null() && !tools->is_array()) bad("tools", "must be a list of tools, got " + shown(*tools));
   const bool has_tools = tools && tools->is_array() && !tools->empty();
+  if (has_tools)
+    for (std::size_t i = 0; i < tools->size(); ++i) {
+      const ordered_json& tool = (*tools)[i];
+      const std::string at = "tools[" + std::to_string(i) + "]";
+      const ordered_json* function = tool.is_object() ? member(tool, "function") : nullptr;
+      if (!function || !function->is_object()) bad(at + ".function", "must be an object {\"name\": ...}");
+      if (!string_at(*function, "name", at + ".function.name")) bad(at + ".function.name", "is missing");
+    }
   bool forced = false;
   if (tool_choice->is_string()) {
     const std::string c = tool_choice->get<std::string>();
@@ -104,9 +119,7 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
     const std::optional<std::string> name = string_at(*function, "name", "tool_choice.function.name");
     if (!name) bad("tool_choice.function.name", "is missing");
     bool known = false;
-    for (const ordered_json& tool : *tools)
-      if (const ordered_json* f = tool.is_object() ? member(tool, "function") : nullptr; f && f->is_object())
-        if (const ordered_json* n = member(*f, "name"); n && n->is_string() && n->get<std::string>() == *name) known = true;
+    for (const ordered_json& tool : *tools) known = known || (*member(tool, "function"))["name"].get<std::string>() == *name;
     if (!known) bad("tool_choice.function.name", "is \"" + *name + "\", which is not among the request's tools");
     forced = true;
     out.guided.tool_names = {*name};

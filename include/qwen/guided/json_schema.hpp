@@ -17,7 +17,8 @@
 //   annotations    title, description, default, examples, $schema, $id, $comment, deprecated,
 //                  readOnly, writeOnly, additionalProperties (see properties): read, not enforced
 // Anything else (minimum, maxLength, pattern, format, $ref, ...) is refused rather than ignored:
-// ignoring it could produce output the schema rejects. The root must be an object schema;
+// ignoring it could produce output the schema rejects. The root must be an object schema (an
+// empty one, {} or true, is any object);
 // objects and arrays nest at most max_schema_depth levels (values of schema-free parts, such as
 // an object without properties, use json_automaton.hpp and its own bound).
 //
@@ -62,15 +63,34 @@ struct SchemaNode {
   std::array<bool, 256> first{};           // the bytes a value of this node may start with
 };
 
+// A schema refused: the message is "<where><path>: <problem>"; path (".properties.age", empty for
+// the root) and problem are also kept apart, for a caller that names the field itself.
+class SchemaError : public InvalidArgument {
+ public:
+  SchemaError(const std::string& where, std::string path, std::string problem)
+      : InvalidArgument(where + path + ": " + problem), path_(std::move(path)), problem_(std::move(problem)) {}
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] const std::string& problem() const noexcept { return problem_; }
+
+ private:
+  std::string path_, problem_;
+};
+
 class JsonSchema {
  public:
   // `where` starts every message (e.g. "response_format.json_schema.schema").
   // Properties are written in the order the schema lists them, so an ordered_json keeps it.
   JsonSchema(const nlohmann::ordered_json& schema, const std::string& where) : where_(where) {
-    const std::uint16_t root = compile(schema, "", 0);
+    std::uint16_t root = compile(schema, "", 0);
+    // An empty root schema ({} or true: any value) is any object: the output is an object anyway.
+    if (nodes_[root].kind == SchemaNode::Kind::any) {
+      SchemaNode object;
+      object.kind = SchemaNode::Kind::any_object;
+      root = add(std::move(object), "");
+    }
     const SchemaNode::Kind k = nodes_[root].kind;
     if (k != SchemaNode::Kind::object && k != SchemaNode::Kind::any_object)
-      throw_error<InvalidArgument>(where_, ": the root schema must describe an object (\"type\": \"object\")");
+      bad("", "the root schema must describe an object (\"type\": \"object\")");
     root_ = root;
   }
   [[nodiscard]] const SchemaNode& node(std::uint16_t i) const noexcept { return nodes_[i]; }
@@ -79,9 +99,7 @@ class JsonSchema {
  private:
   using json = nlohmann::ordered_json;
 
-  [[noreturn]] void bad(const std::string& path, const std::string& problem) const {
-    throw_error<InvalidArgument>(where_, path.empty() ? "" : path, ": ", problem);
-  }
+  [[noreturn]] void bad(const std::string& path, const std::string& problem) const { throw SchemaError(where_, path, problem); }
 
   static bool annotation(const std::string& key) {
     for (const char* a : {"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated", "readOnly",
