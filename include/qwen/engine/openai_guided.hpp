@@ -22,6 +22,7 @@
 #include "qwen/core/error.hpp"
 #include "qwen/engine/request.hpp"
 #include "qwen/guided/json_schema.hpp"
+#include "qwen/io/json_file.hpp"
 
 namespace qwen::engine {
 
@@ -43,11 +44,6 @@ struct OpenAIGuided {
 namespace openai_detail {
 using ordered_json = nlohmann::ordered_json;
 [[noreturn]] inline void bad(const std::string& field, const std::string& problem) { throw OpenAIFieldError(field, problem); }
-// A JSON value as a message shows it: its JSON, cut after 60 bytes.
-inline std::string shown(const ordered_json& v) {
-  std::string s = v.dump(-1, ' ', false, ordered_json::error_handler_t::replace);
-  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
-}
 inline const ordered_json* member(const ordered_json& object, const char* key) {
   const auto it = object.find(key);
   return it == object.end() || it->is_null() ? nullptr : &*it;
@@ -55,7 +51,7 @@ inline const ordered_json* member(const ordered_json& object, const char* key) {
 inline std::optional<std::string> string_at(const ordered_json& object, const char* key, const std::string& field) {
   const ordered_json* v = member(object, key);
   if (!v) return std::nullopt;
-  if (!v->is_string()) bad(field, "must be a string, got " + shown(*v));
+  if (!v->is_string()) bad(field, "must be a string, got " + io::json_preview(*v));
   return v->get<std::string>();
 }
 }  // namespace openai_detail
@@ -66,7 +62,7 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
   using namespace openai_detail;
   OpenAIGuided out;
   if (response_format && !response_format->is_null()) {
-    if (!response_format->is_object()) bad("response_format", "must be an object {\"type\": ...}, got " + shown(*response_format));
+    if (!response_format->is_object()) bad("response_format", "must be an object {\"type\": ...}, got " + io::json_preview(*response_format));
     const std::optional<std::string> type = string_at(*response_format, "type", "response_format.type");
     if (!type) bad("response_format.type", "is missing");
     if (*type == "json_schema") {
@@ -89,7 +85,7 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
   }
   if (!tool_choice || tool_choice->is_null()) return out;
   // The tools a forced call may name (the chat request parser checks the rest of each at submit).
-  if (tools && !tools->is_null() && !tools->is_array()) bad("tools", "must be a list of tools, got " + shown(*tools));
+  if (tools && !tools->is_null() && !tools->is_array()) bad("tools", "must be a list of tools, got " + io::json_preview(*tools));
   const bool has_tools = tools && tools->is_array() && !tools->empty();
   if (has_tools)
     for (std::size_t i = 0; i < tools->size(); ++i) {
@@ -125,7 +121,7 @@ inline std::optional<std::string> string_at(const ordered_json& object, const ch
     out.guided.tool_names = {*name};
   } else {
     bad("tool_choice", "must be \"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}, got " +
-                           shown(*tool_choice));
+                           io::json_preview(*tool_choice));
   }
   if (forced) {
     if (out.guided.kind != GuidedOutput::Kind::none)

@@ -27,6 +27,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "qwen/core/error.hpp"
 #include "qwen/guided/json_automaton.hpp"
 #include "qwen/guided/json_schema.hpp"
@@ -154,20 +156,14 @@ inline void enter(const Grammar& g, GuideState& s, std::uint32_t segment) noexce
         return true;
       }
       case Segment::Kind::choice: {
-        const std::string& current = seg.texts[s.alternative];
-        const std::string_view read(current.data(), s.pos);
-        for (std::uint32_t a = s.alternative; a < seg.texts.size(); ++a) {
-          const std::string& t = seg.texts[a];
-          if (t.size() > s.pos && static_cast<std::uint8_t>(t[s.pos]) == b && std::string_view(t).starts_with(read)) {
-            s.alternative = a;
-            if (++s.pos == t.size()) {
-              s.chosen = a;
-              enter(g, s, s.segment + 1);
-            }
-            return true;
-          }
+        const auto text_of = [&](std::uint32_t a) -> const std::string& { return seg.texts[a]; };
+        const auto count = static_cast<std::uint32_t>(seg.texts.size());
+        if (!match_alternative(text_of, std::uint32_t{0}, count, s.alternative, s.pos, b)) return false;
+        if (++s.pos == seg.texts[s.alternative].size()) {
+          s.chosen = s.alternative;
+          enter(g, s, s.segment + 1);
         }
-        return false;
+        return true;
       }
       case Segment::Kind::whitespace:
         if ((b == ' ' || b == '\t' || b == '\n' || b == '\r') && s.pos < max_whitespace_run) {
@@ -227,21 +223,6 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
   if (think == ThinkBlock::optional) out.push_back({Segment::Kind::maybe, {"<think>"}, {}});
   if (think != ThinkBlock::none) out.push_back({Segment::Kind::until, {"</think>"}, {}});
 }
-// A JSON string's body for `text` (quotes, backslashes and controls escaped).
-[[nodiscard]] inline std::string json_escaped(std::string_view text) {
-  std::string out;
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') out += '\\', out += c;
-    else if (u < 0x20) {
-      static constexpr char digits[] = "0123456789abcdef";
-      out += "\\u00";
-      out += digits[u >> 4];
-      out += digits[u & 15];
-    } else out += c;
-  }
-  return out;
-}
 }  // namespace grammar_detail
 
 // The output (after any think block) is one JSON object, valid under `schema` when given.
@@ -268,8 +249,10 @@ inline void think_segments(std::vector<Segment>& out, ThinkBlock think) {
   std::vector<std::string> alternatives;
   for (const std::string& name : names) {
     if (name.empty()) throw_error<InvalidArgument>("guided decoding: a function name is empty");
-    // The closing quote ends each alternative, so no escaped name is a prefix of another.
-    std::string alternative = grammar_detail::json_escaped(name) + "\", \"arguments\": ";
+    // The name as a JSON string without its opening quote: the closing quote ends each
+    // alternative, so no escaped name is a prefix of another.
+    std::string alternative = nlohmann::json(name).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).substr(1) +
+                              ", \"arguments\": ";
     bool repeated = false;
     for (const std::string& a : alternatives) repeated = repeated || a == alternative;
     if (repeated) continue;

@@ -321,6 +321,23 @@ class JsonSchema {
   std::uint16_t root_ = 0;
 };
 
+// Matches byte b against the alternatives text_of(i), i in [begin, end), that agree with the
+// `pos` bytes read so far (those of text_of(alt)); on a match alt becomes the first such one.
+// Returns false when none continues with b. Used for a grammar's choice segment, a schema's keys
+// and its enum values.
+template <class Index>
+[[nodiscard]] bool match_alternative(const auto& text_of, Index begin, Index end, Index& alt, Index pos, std::uint8_t b) noexcept {
+  const std::string_view read = std::string_view(text_of(alt)).substr(0, pos);
+  for (Index a = std::max(alt, begin); a < end; ++a) {
+    const std::string_view t = text_of(a);
+    if (t.size() > pos && static_cast<std::uint8_t>(t[pos]) == b && t.starts_with(read)) {
+      alt = a;
+      return true;
+    }
+  }
+  return false;
+}
+
 // ---- the recognizer ----
 
 enum class SchemaMode : std::uint8_t {
@@ -387,20 +404,6 @@ inline void value_ended(const JsonSchema& schema, SchemaState& s) noexcept {
   return false;
 }
 
-// Matches byte b against alternatives texts[begin, end) that agree with the `pos` bytes read so far
-// (those of texts[alt]). Returns false when none continues with b.
-[[nodiscard]] inline bool match_next(const auto& text_of, std::uint16_t begin, std::uint16_t end, std::uint16_t& alt, std::uint16_t pos,
-                                     std::uint8_t b) noexcept {
-  const std::string_view read = std::string_view(text_of(alt)).substr(0, pos);
-  for (std::uint16_t a = std::max(alt, begin); a < end; ++a) {
-    const std::string_view t = text_of(a);
-    if (t.size() > pos && static_cast<std::uint8_t>(t[pos]) == b && t.starts_with(read)) {
-      alt = a;
-      return true;
-    }
-  }
-  return false;
-}
 
 }  // namespace schema_detail
 
@@ -464,7 +467,7 @@ inline void value_ended(const JsonSchema& schema, SchemaState& s) noexcept {
         const SchemaNode& n = schema.node(s.value_node);
         const auto text_of = [&](std::uint16_t a) -> const std::string& { return n.literals[a]; };
         const auto count = static_cast<std::uint16_t>(n.literals.size());
-        if (match_next(text_of, 0, count, s.match_alt, s.match_pos, b)) {
+        if (match_alternative(text_of, std::uint16_t{0}, count, s.match_alt, s.match_pos, b)) {
           ++s.match_pos;
           // Complete unless a longer literal agrees with what was read (enum [1, 10] after "1").
           const std::string_view read = std::string_view(n.literals[s.match_alt]).substr(0, s.match_pos);
@@ -485,7 +488,7 @@ inline void value_ended(const JsonSchema& schema, SchemaState& s) noexcept {
         SchemaFrame& f = s.frames[s.depth - 1];
         const SchemaNode& n = schema.node(f.node);
         const auto text_of = [&](std::uint16_t a) -> const std::string& { return n.properties[a].key; };
-        if (!match_next(text_of, f.next, candidates_end(n, f), s.match_alt, s.match_pos, b)) return false;
+        if (!match_alternative(text_of, f.next, candidates_end(n, f), s.match_alt, s.match_pos, b)) return false;
         if (++s.match_pos == n.properties[s.match_alt].key.size()) {
           f.next = static_cast<std::uint16_t>(s.match_alt + 1);
           f.phase = 2;
