@@ -5,6 +5,9 @@
 //     read per second; bandwidth_fraction = that / read_probe (a vectorised read of a buffer far
 //     larger than the caches). The weight is cycled through enough copies (>= 1 GiB in all) that
 //     every call streams it from DRAM, as a decode step over a whole model does.
+//   Batch (n = 8 ... 64 tokens, 0.6B shapes): a decode step of many sequences or a short
+//     prefill chunk; weights from DRAM as in decode. Both fractions are reported: which one
+//     binds moves with n.
 //   Prefill (n = 512 tokens): compute-bound. flops_per_second = 2·n·in·out per second;
 //     peak_fraction = that / the larger of fma_probe (independent fp32 FMAs on registers) and
 //     dot_probe (independent _mm512_dpbf16_ps on registers), both reported (probes.hpp).
@@ -95,8 +98,9 @@ struct WeightCopies {
 
 void run_linear(benchmark::State& state, Format format, std::int64_t out, std::int64_t in, std::int64_t n) {
   const double one_copy = static_cast<double>(out * in) * (format == Format::bf16 ? 2.0 : 1.0);
-  // Decode cycles through >= 1 GiB of weights; prefill reuses one (its time is compute).
-  const int copies = n <= 16 ? static_cast<int>(std::max(2.0, std::ceil(static_cast<double>(1 << 30) / one_copy))) : 1;
+  // Decode and small batches cycle through >= 1 GiB of weights, as a step over a whole model
+  // does; prefill reuses one (its time is compute).
+  const int copies = n <= 256 ? static_cast<int>(std::max(2.0, std::ceil(static_cast<double>(1 << 30) / one_copy))) : 1;
   const WeightCopies weights(format, out, in, copies);
   std::vector<float> x(static_cast<std::size_t>(n * in)), y(static_cast<std::size_t>(n * out));
   std::uint64_t seed = 12345;
@@ -155,6 +159,12 @@ int main(int argc, char** argv) {
                                      [=](benchmark::State& st) { run_linear(st, format, s.out, s.in, n); })
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime();
+      for (std::int64_t n : {8, 16, 32, 64, 128, 256})
+        if (std::string(s.model) == "0.6B" && std::string(s.name) != "lm_head")
+          benchmark::RegisterBenchmark(("LinearBatch/" + dtype + "/" + shape + "/n:" + std::to_string(n)).c_str(),
+                                       [=](benchmark::State& st) { run_linear(st, format, s.out, s.in, n); })
+              ->Unit(benchmark::kMicrosecond)
+              ->UseRealTime();
       if (std::string(s.name) != "lm_head")  // prefill computes logits for the last tokens only
         benchmark::RegisterBenchmark(("LinearPrefill/" + dtype + "/" + shape + "/n:512").c_str(),
                                      [=](benchmark::State& st) { run_linear(st, format, s.out, s.in, 512); })

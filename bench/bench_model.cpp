@@ -3,8 +3,9 @@
 // downloaded or committed).
 //   Decode/<shape>:       one token per step after a 128-token context (-FP8: e4m3 weights with
 //                         bf16 128x128 block scales, as the official -FP8 checkpoints store them)
+//   DecodeContext/0.6B/C: the same after a C-token context (512 ... 4096)
 //   Prefill/<shape>/512:  a 512-token prompt in one step (logits for the last token)
-// Counters: bytes_per_second (weight bytes read per second), bandwidth_fraction (that over a
+// Counters: bytes_per_second (weight bytes, and for decode the KV cache's bytes, read per second), bandwidth_fraction (that over a
 // read-bandwidth probe run in this process); for prefill also flops_per_second and
 // peak_fraction (over the larger of an fp32-FMA and a bf16 dot-product probe in this process,
 // both reported). Each probe runs right before and right after the benchmark's timed loop and the
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include <qwen/backend/cpu.hpp>
+#include <qwen/engine/step_model.hpp>
 #include <qwen/model/forward.hpp>
 #include <qwen/model/qwen3.hpp>
 #include <qwen/model/weights.hpp>
@@ -38,10 +40,11 @@ bench::RandomModel<Model>& bench_for() {
 template <class Model>
 void BM_Decode(benchmark::State& state) {
   auto& b = bench_for<Model>();
-  constexpr int context = 128;
+  const int context = state.range(0) > 0 ? static_cast<int>(state.range(0)) : 128;
+  const int blocks = (context + 1 + 15) / 16;
   Qwen3Forward<Model, CpuBackend, 16> model(b.weights, b.config, b.backend,
-                                            {.max_tokens = context, .max_sequences = 1, .kv_blocks = 16, .max_logit_rows = 1});
-  BlockManager<16> books(16);
+                                            {.max_tokens = context, .max_sequences = 1, .kv_blocks = blocks, .max_logit_rows = 1});
+  BlockManager<16> books(blocks);
   StepPlan plan;
   const int seq = books.add_sequence();
   std::vector<std::int32_t> prompt(context);
@@ -55,14 +58,16 @@ void BM_Decode(benchmark::State& state) {
   const double bandwidth = bench::bracket_probe([&] { return bench::read_bandwidth(b.backend.pool()); }, [&] {
     for (auto _ : state) {
       const auto t0 = std::chrono::steady_clock::now();
-      const SequenceChunk next{seq, context, std::span(&token, 1), Logits::last};  // rewrites position 128 each time
+      const SequenceChunk next{seq, context, std::span(&token, 1), Logits::last};  // rewrites position `context` each time
       plan_step(books, std::span(&next, 1), model.limits(), plan);
       model.run(plan, logits);
       benchmark::DoNotOptimize(logits.data());
       seconds += bench::seconds_since(t0);
     }
   });
-  const double bytes = static_cast<double>(b.bytes_per_token) * static_cast<double>(state.iterations());
+  // Weights, plus the K and V of every cached position (what attention reads per step).
+  const double kv_bytes = static_cast<double>(engine::kv_bytes_per_token<Model, engine::kv_element_of<CpuBackend>::type>()) * (context + 1);
+  const double bytes = (static_cast<double>(b.bytes_per_token) + kv_bytes) * static_cast<double>(state.iterations());
   state.counters["bytes_per_second"] = bytes / seconds;
   state.counters["bandwidth_fraction"] = bytes / seconds / bandwidth;
   state.counters["read_bandwidth_probe"] = bandwidth;
@@ -164,6 +169,7 @@ using SmallFp8 = Qwen3<Dense, 0.6_B, fp8>;
 }  // namespace
 
 BENCHMARK(BM_Decode<Small>)->Name("Decode/0.6B")->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Decode<Small>)->Name("DecodeContext/0.6B")->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_DecodeBatch<Small>)->Name("DecodeBatch/0.6B")->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Prefill<Small>)->Name("Prefill/0.6B")->Arg(512)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK(BM_Decode<SmallFp8>)->Name("Decode/0.6B-FP8")->Unit(benchmark::kMillisecond)->MinTime(3);

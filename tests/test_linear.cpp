@@ -1,7 +1,7 @@
 // kernels/cpu/linear.hpp: the fast path against the double-accumulating reference over ragged
 // shapes for every weight format, batch invariance (bit for bit, across n, sub-batches and thread
 // counts; a non-finite token leaks into no other token), exact decoding of every fp8 code and of
-// bf16 patterns, the wide-scale fp8 path, and the argument checks.
+// bf16 patterns, the wide-scale fp8 path, the many-token (widened) path, and the argument checks.
 // kernels/cpu/thread_pool.hpp is checked here too, since linear is its main user.
 //
 // Tolerance, derived from the kernel's summation order: each output is a chain of
@@ -303,6 +303,38 @@ TEST_CASE("linear: batch invariance, bit for bit across n, sub-batches and threa
         }
       }
       // And the row alone agrees with the reference (within the tolerance above).
+      std::vector<float> reference = poisoned(n * out);
+      weight->reference(x.data(), n, in, out, reference.data());
+      check_against_reference(*weight, x, n, in, out, alone, reference);
+    }
+}
+
+TEST_CASE("linear: the many-token path (weight rows widened to fp32 once) equals one token at a time, bit for bit", "[linear]") {
+  // More tokens than widen_min_tokens take the widened path; in = 3000 widens a 128-row chunk in
+  // two sub-blocks (the buffer holds fewer rows), out = 130 leaves a 2-row chunk of one-row
+  // tiles, in = 255 a ragged last k-vector. Sub-batches of widen_min_tokens + 1 mix both paths.
+  std::mt19937 rng(4242);
+  cpu::ThreadPool pool1(1), pool2(2);
+  const std::int64_t n = cpu::linear_detail::widen_min_tokens + 3;
+  REQUIRE(cpu::linear_detail::widened_floats < 128 * cpu::linear_detail::tile_floats(3000) / cpu::linear_detail::tile_rows);
+  const std::int64_t shapes[][2] = {{3000, 130}, {255, 33}};
+  for (int format = 0; format < 4; ++format)
+    for (const auto& shape : shapes) {
+      const std::int64_t in = shape[0], out = shape[1];
+      INFO(format_names[format] << ", in " << in << ", out " << out);
+      const auto weight = make_weight(format, rng, out, in);
+      const std::vector<float> x = random_x(rng, n, in);
+      std::vector<float> alone = poisoned(n * out);
+      for (std::int64_t i = 0; i < n; ++i) weight->fast(x.data() + i * in, 1, in, out, alone.data() + i * out, pool1);
+      for (cpu::ThreadPool* pool : {&pool1, &pool2}) {
+        std::vector<float> batched = poisoned(n * out), pieces = poisoned(n * out);
+        weight->fast(x.data(), n, in, out, batched.data(), *pool);
+        REQUIRE(same_bits(batched.data(), alone.data(), n * out));
+        const std::int64_t step = cpu::linear_detail::widen_min_tokens + 1;
+        for (std::int64_t i = 0; i < n; i += step)
+          weight->fast(x.data() + i * in, std::min(step, n - i), in, out, pieces.data() + i * out, *pool);
+        REQUIRE(same_bits(pieces.data(), alone.data(), n * out));
+      }
       std::vector<float> reference = poisoned(n * out);
       weight->reference(x.data(), n, in, out, reference.data());
       check_against_reference(*weight, x, n, in, out, alone, reference);

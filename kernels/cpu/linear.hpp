@@ -29,7 +29,15 @@
 // used for T tokens. A token group's x rows stay in L1 over a k-block (KB columns); when a row
 // needs more than one k-block the accumulators are saved to a per-thread buffer between blocks
 // and reloaded (exact, so the order above holds). A 128-row chunk of W stays in L2 across the
-// token groups.
+// token groups. A unit of many tokens (more than widen_min_tokens) first converts its rows to
+// fp32 once into a per-thread buffer and its tiles read that: the same values, so the same bits.
+//
+// The ceiling of this form, measured on the 2-core AVX-512 machine: a 4 × 6 tile with x and W in
+// L1 reaches about 0.68 of the register-only fp32-FMA probe (each k-step loads 10 full vectors
+// for 24 FMAs, and the loads bind), against about 0.84 for an outer-product tile (2 weight
+// vectors of 16 outputs and 12 broadcast x values per k). The outer product sums each output in
+// one chain along k, a different order, so it would have to serve decode too (batch invariance)
+// and wants W repacked into 16-output panels: not done; see docs/forward-pass.md.
 //
 // Threading: the work is cut into units of one 128-row chunk of `out` (aligned with the fp8
 // scale blocks and, for 64-byte aligned y rows, with cache lines) × a range of tokens (one range
@@ -45,6 +53,9 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <new>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -205,11 +216,11 @@ inline float* saved_accumulators() noexcept {
   return buffer;
 }
 
-// Rows [row_begin, row_end) (inside one 128-row chunk) for tokens [t_begin, t_end).
-// make_rows(r0) gives the weight rows starting at row r0.
+// Rows [row_begin, row_end) (inside one 128-row chunk) for tokens [t_begin, t_end), each
+// weight vector loaded through make_rows(r0) (the weight rows starting at row r0) by every tile.
 template <class MakeRows>
-void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
-              std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
+void run_groups(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
+                std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
   for (std::int64_t t0 = t_begin; t0 < t_end; t0 += max_tile_tokens) {
     const int tokens = static_cast<int>(std::min<std::int64_t>(max_tile_tokens, t_end - t0));
     // The widest k-block whose x rows fit x_tile_bytes: a multiple of the fp8 block, or all of in.
@@ -235,6 +246,87 @@ void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_
       }
     });
   }
+}
+
+// ---- the many-token path: weight rows widened to fp32 once, read by every token group --------
+// Converting a weight vector (bf16: a zero-extension and a shift; fp8: the decode and the scale)
+// takes FMA-port slots in every tile that reads it. When many token groups read the same rows,
+// the rows are converted once into a per-thread fp32 buffer (the value the tile would have
+// loaded, bit for bit, so the summation order above and every result are unchanged) and the
+// tiles read that buffer from L2.
+//
+// Units with more than widen_min_tokens tokens take this path. Measured with
+// bench/bench_linear.cpp on the 2-core AVX-512 machine (bf16, 0.6B shapes): at n = 512 the
+// linear reaches 0.55-0.63 of the fp32-FMA probe instead of 0.49; at n = 8..32 with weights
+// from DRAM the separate widening pass is slower than converting in the tiles (0.34 of the read
+// bandwidth instead of 0.55 at n = 8), and at n = 64..256 the two are within noise.
+//
+// The buffer holds up to widened_floats floats (sized for L2 with room for the x rows): a
+// 128-row chunk whose widened rows would not fit is widened and run in equal sub-blocks of
+// whole tiles.
+inline constexpr std::int64_t widen_min_tokens = 128;
+inline constexpr std::int64_t widened_floats = 256 * 1024;  // 1 MiB
+
+// Widened rows, interleaved by tile: the rows of tile g (rows r_begin + g·tile_rows ...) lie in
+// g·tile_floats(in) .. as [k-vector][row of the tile][lane], so that a tile reads one contiguous
+// stream. A one-row tile at the end reads its row's slots of a partly filled group.
+[[nodiscard]] constexpr std::int64_t widened_vectors(std::int64_t in) noexcept { return (in + Lanes::width - 1) / Lanes::width; }
+[[nodiscard]] constexpr std::int64_t tile_floats(std::int64_t in) noexcept { return widened_vectors(in) * tile_rows * Lanes::width; }
+struct WidenedRows {
+  static constexpr std::int64_t line_elements = Lanes::width;
+  const float* rows;  // row 0's lanes of k-vector 0
+  void prefetch(int, std::int64_t) const noexcept {}  // already in L2: written just before
+  [[nodiscard]] const float* at(int r, std::int64_t k) const noexcept { return rows + (k / Lanes::width * tile_rows + r) * Lanes::width; }
+  V load(int r, std::int64_t k) const noexcept { return Lanes::load(at(r, k)); }
+  V load(int r, std::int64_t k, int count) const noexcept { return Lanes::load(at(r, k), count); }
+};
+[[nodiscard]] inline WidenedRows widened_rows(const float* buffer, std::int64_t in, std::int64_t row) noexcept {  // row from r_begin
+  return {buffer + row / tile_rows * tile_floats(in) + row % tile_rows * Lanes::width};
+}
+
+inline float* widened_buffer() {
+  // One allocation per thread, at its first many-token call; none inside later steps.
+  struct Free {
+    void operator()(float* p) const noexcept { std::free(p); }
+  };
+  thread_local std::unique_ptr<float, Free> buffer;
+  if (!buffer) {
+    buffer.reset(static_cast<float*>(std::aligned_alloc(64, widened_floats * sizeof(float))));
+    if (!buffer) throw std::bad_alloc();
+  }
+  return buffer.get();
+}
+
+template <class MakeRows>
+void run_unit_widened(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
+                      std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
+  const std::int64_t rows = row_end - row_begin;
+  const std::int64_t fit = std::max<std::int64_t>(1, widened_floats / tile_floats(in)) * tile_rows;
+  const std::int64_t parts = (rows + fit - 1) / fit;
+  const std::int64_t part_rows = ((rows + parts - 1) / parts + tile_rows - 1) / tile_rows * tile_rows;
+  float* buffer = widened_buffer();
+  for (std::int64_t r_begin = row_begin; r_begin < row_end; r_begin += part_rows) {
+    const std::int64_t r_end = std::min(row_end, r_begin + part_rows);
+    const auto source = make_rows(r_begin);
+    for (std::int64_t r = 0; r < r_end - r_begin; ++r) {
+      const WidenedRows dst = widened_rows(buffer, in, r);
+      std::int64_t k = 0;
+      for (; k + Lanes::width <= in; k += Lanes::width) Lanes::store(const_cast<float*>(dst.at(0, k)), source.load(static_cast<int>(r), k));
+      if (k < in) Lanes::store(const_cast<float*>(dst.at(0, k)), source.load(static_cast<int>(r), k, static_cast<int>(in - k)));
+    }
+    run_groups(x, in, t_begin, t_end, r_begin, r_end, [&](std::int64_t r0) { return widened_rows(buffer, in, r0 - r_begin); }, y, out);
+  }
+}
+
+// Rows [row_begin, row_end) (inside one 128-row chunk) for tokens [t_begin, t_end).
+// make_rows(r0) gives the weight rows starting at row r0.
+template <class MakeRows>
+void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
+              std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
+  if (t_end - t_begin > widen_min_tokens)
+    run_unit_widened(x, in, t_begin, t_end, row_begin, row_end, make_rows, y, out);
+  else
+    run_groups(x, in, t_begin, t_end, row_begin, row_end, make_rows, y, out);
 }
 
 // Splits `chunks` 128-row chunks × [0, n) tokens into units and runs run_chunk(chunk, t_begin,
