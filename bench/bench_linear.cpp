@@ -10,7 +10,9 @@
 //     binds moves with n.
 //   Prefill (n = 512 tokens): compute-bound. flops_per_second = 2·n·in·out per second;
 //     peak_fraction = that / the larger of fma_probe (independent fp32 FMAs on registers) and
-//     dot_probe (independent _mm512_dpbf16_ps on registers), both reported (probes.hpp).
+//     dot_probe (independent _mm512_dpbf16_ps on registers), both reported (probes.hpp); where the
+//     machine has AMX-BF16, amx_bf16_probe (tile products on registers) is reported too, not
+//     divided by (no qwen kernel uses AMX).
 //
 // Weights are random and generated at run time.
 #include <benchmark/benchmark.h>
@@ -129,6 +131,8 @@ void run_linear(benchmark::State& state, Format format, std::int64_t out, std::i
   state.counters["peak_fraction"] = flops_per_second / peak.best();
   state.counters["fma_probe"] = peak.fp32_fma;
   if (peak.bf16_dot > 0) state.counters["dot_probe"] = peak.bf16_dot;  // absent: no AVX512_BF16
+  if (n >= 512)
+    if (const double amx = qwen::bench::amx_bf16_peak(pool()); amx > 0) state.counters["amx_bf16_probe"] = amx;  // not a divisor
   state.counters["us_per_call"] = seconds / calls * 1e6;
   state.SetLabel(std::string(cpu::linear_isa) + ", " + std::to_string(pool().size()) + " threads");
 }

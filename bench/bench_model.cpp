@@ -5,10 +5,11 @@
 //                         bf16 128x128 block scales, as the official -FP8 checkpoints store them)
 //   DecodeContext/0.6B/C: the same after a C-token context (512 ... 4096)
 //   Prefill/<shape>/512:  a 512-token prompt in one step (logits for the last token)
-// Counters: bytes_per_second (weight bytes, and for decode the KV cache's bytes, read per second), bandwidth_fraction (that over a
-// read-bandwidth probe run in this process); for prefill also flops_per_second and
-// peak_fraction (over the larger of an fp32-FMA and a bf16 dot-product probe in this process,
-// both reported). Each probe runs right before and right after the benchmark's timed loop and the
+// Counters: bytes_per_second (weight bytes, and for decode the KV cache's bytes, read per
+// second), bandwidth_fraction (that over a read-bandwidth probe run in this process); for prefill
+// also flops_per_second and peak_fraction (over the larger of an fp32-FMA and a bf16 dot-product
+// probe in this process, both reported; amx_bf16_probe too where the machine has AMX, not
+// divided by). Each probe runs right before and right after the benchmark's timed loop and the
 // larger value is used. See bench/probes.hpp.
 #include <benchmark/benchmark.h>
 
@@ -37,10 +38,10 @@ bench::RandomModel<Model>& bench_for() {
   return b;
 }
 
+// One token per step after `context` cached positions.
 template <class Model>
-void BM_Decode(benchmark::State& state) {
+void decode(benchmark::State& state, int context) {
   auto& b = bench_for<Model>();
-  const int context = state.range(0) > 0 ? static_cast<int>(state.range(0)) : 128;
   const int blocks = (context + 1 + 15) / 16;
   Qwen3Forward<Model, CpuBackend, 16> model(b.weights, b.config, b.backend,
                                             {.max_tokens = context, .max_sequences = 1, .kv_blocks = blocks, .max_logit_rows = 1});
@@ -73,6 +74,11 @@ void BM_Decode(benchmark::State& state) {
   state.counters["read_bandwidth_probe"] = bandwidth;
   state.counters["tokens_per_second"] = static_cast<double>(state.iterations()) / seconds;
 }
+
+template <class Model>
+void BM_Decode(benchmark::State& state) { decode<Model>(state, 128); }
+template <class Model>
+void BM_DecodeContext(benchmark::State& state) { decode<Model>(state, static_cast<int>(state.range(0))); }
 
 // One decode step of `state.range(0)` sequences at once, each after a 128-token context: what
 // the engine's steps cost once every running request decodes. tokens_per_second counts the
@@ -157,6 +163,7 @@ void BM_Prefill(benchmark::State& state) {
   state.counters["peak_fraction"] = flops * iterations / seconds / peak.best();
   state.counters["fp32_fma_probe"] = peak.fp32_fma;
   state.counters["bf16_dot_probe"] = peak.bf16_dot;
+  if (const double amx = bench::amx_bf16_peak(b.backend.pool()); amx > 0) state.counters["amx_bf16_probe"] = amx;  // not a divisor
   state.counters["bytes_per_second"] = bytes * iterations / seconds;
   state.counters["bandwidth_fraction"] = bytes * iterations / seconds / bench::read_bandwidth(b.backend.pool());
   state.counters["tokens_per_second"] = n * iterations / seconds;
@@ -169,7 +176,7 @@ using SmallFp8 = Qwen3<Dense, 0.6_B, fp8>;
 }  // namespace
 
 BENCHMARK(BM_Decode<Small>)->Name("Decode/0.6B")->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK(BM_Decode<Small>)->Name("DecodeContext/0.6B")->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_DecodeContext<Small>)->Name("DecodeContext/0.6B")->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_DecodeBatch<Small>)->Name("DecodeBatch/0.6B")->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Prefill<Small>)->Name("Prefill/0.6B")->Arg(512)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK(BM_Decode<SmallFp8>)->Name("Decode/0.6B-FP8")->Unit(benchmark::kMillisecond)->MinTime(3);

@@ -11,6 +11,8 @@
 //                      the higher of the two (twice the dot product's on the development VM)
 //   compute_peak():    both, and the larger: the ceiling that every compute fraction divides by,
 //                      whichever instruction the kernels use
+//   amx_bf16_peak():   flop/s of AMX bf16 tile products where the machine has them (reported
+//                      beside the others; no qwen kernel uses AMX)
 // Neither is cached: on a shared machine the bandwidth moves by a third between minutes, so a
 // benchmark probes right before and right after its timed loop and divides by the larger value
 // (bracket_probe), which keeps the fraction from flattering the code.
@@ -26,6 +28,10 @@
 
 #include <qwen/kernels/cpu/thread_pool.hpp>
 
+#if defined(__AMX_TILE__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -137,6 +143,56 @@ inline double fp32_fma_peak(kernels::cpu::ThreadPool& pool) {
 #endif
     (void)sink;
   });
+}
+
+// flop/s of AMX bf16 tile products (tdpbf16ps: a 16x32 bf16 tile times a 32x16 one into a 16x16
+// fp32 tile, 16384 flops) on registers, 4 independent accumulator tiles, on every thread; best
+// of 3. 0 where the target has no AMX-BF16 or the kernel refuses this process the tile state.
+// Reported beside compute_peak, not part of it: no qwen kernel uses AMX (it multiplies bf16
+// inputs only, so x would be rounded to bf16), but it is what oneDNN, and so torch's bf16
+// Linear, runs on Sapphire Rapids and later Xeons.
+inline double amx_bf16_peak(kernels::cpu::ThreadPool& pool) {
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__linux__)
+  constexpr long arch_req_xcomp_perm = 0x1023, xfeature_xtiledata = 18;
+  if (syscall(SYS_arch_prctl, arch_req_xcomp_perm, xfeature_xtiledata) != 0) return 0;
+  constexpr std::int64_t iterations = 2'000'000;
+  return register_peak(pool, static_cast<double>(iterations) * 4 * 16384, [] {
+    struct alignas(64) TileConfig {
+      std::uint8_t palette = 1, start_row = 0, reserved[14] = {};
+      std::uint16_t colsb[16] = {};
+      std::uint8_t rows[16] = {};
+    } config;
+    for (int t = 0; t < 8; ++t) {
+      config.colsb[t] = 64;  // 16 fp32 or 32 bf16 per row
+      config.rows[t] = 16;
+    }
+    _tile_loadconfig(&config);
+    alignas(64) std::uint16_t ones[16 * 32];
+    for (auto& v : ones) v = 0x3f80;  // bf16 1.0
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ones, 64);
+    _tile_loadd(5, ones, 64);
+    _tile_loadd(6, ones, 64);
+    _tile_loadd(7, ones, 64);
+    for (std::int64_t i = 0; i < iterations; ++i) {
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+    alignas(64) float keep[16 * 16];
+    _tile_stored(0, keep, 64);
+    _tile_release();
+    volatile float sink = keep[0];
+    (void)sink;
+  });
+#else
+  (void)pool;
+  return 0;
+#endif
 }
 
 struct ComputePeak {
