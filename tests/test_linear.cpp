@@ -270,75 +270,70 @@ TEST_CASE("linear: every fp8 code and many bf16 patterns are decoded exactly", "
   }
 }
 
-TEST_CASE("linear: batch invariance, bit for bit across n, sub-batches and thread counts", "[linear]") {
-  // in = 3000 makes multi-token tiles save their accumulators between k-blocks while one-token
-  // tiles do not; out = 17 and 128 (one chunk) make the pool split tokens instead of rows.
-  std::mt19937 rng(99);
-  cpu::ThreadPool pool1(1), pool2(2), pool3(3);
-  cpu::ThreadPool* pools[] = {&pool1, &pool2, &pool3};
-  // Under the sanitizers (no optimisation) fewer rows: the same tiles, sub-batches of 7 and 2
-  // with a remainder each, and the same k-blocks.
-  const std::int64_t n = sanitized ? 15 : 97;
-  const std::int64_t shapes[][2] = {{255, 300}, {1024, 17}, {3000, 128}, {1024, 1000}};
+namespace {
+
+// For every weight format and [in, out] shape: n random token rows computed together on each
+// pool, and in sub-batches of each step, equal the rows computed one at a time on one thread, bit
+// for bit; and those agree with the reference (within the tolerance above).
+void check_batch_invariance(std::mt19937& rng, std::int64_t n, std::span<const std::array<std::int64_t, 2>> shapes,
+                            std::span<cpu::ThreadPool* const> pools, std::span<const std::int64_t> steps) {
+  cpu::ThreadPool one(1);
   for (int format = 0; format < 4; ++format)
-    for (const auto& shape : shapes) {
-      const std::int64_t in = shape[0], out = shape[1];
+    for (const auto& [in, out] : shapes) {
       INFO(format_names[format] << ", in " << in << ", out " << out);
       const auto weight = make_weight(format, rng, out, in);
       const std::vector<float> x = random_x(rng, n, in);
       // Row by row, alone, on one thread: the value every other call must reproduce.
       std::vector<float> alone = poisoned(n * out);
-      for (std::int64_t i = 0; i < n; ++i) weight->fast(x.data() + i * in, 1, in, out, alone.data() + i * out, pool1);
+      for (std::int64_t i = 0; i < n; ++i) weight->fast(x.data() + i * in, 1, in, out, alone.data() + i * out, one);
       for (cpu::ThreadPool* pool : pools) {
         INFO("threads " << pool->size());
         std::vector<float> batched = poisoned(n * out);
         weight->fast(x.data(), n, in, out, batched.data(), *pool);
         REQUIRE(same_bits(batched.data(), alone.data(), n * out));
-        // Sub-batches of 7 and of 2, the way chunked prefill and small decode batches cut them.
-        for (std::int64_t step : {7, 2}) {
+        for (const std::int64_t step : steps) {
+          INFO("sub-batches of " << step);
           std::vector<float> pieces = poisoned(n * out);
           for (std::int64_t i = 0; i < n; i += step)
             weight->fast(x.data() + i * in, std::min(step, n - i), in, out, pieces.data() + i * out, *pool);
           REQUIRE(same_bits(pieces.data(), alone.data(), n * out));
         }
       }
-      // And the row alone agrees with the reference (within the tolerance above).
       std::vector<float> reference = poisoned(n * out);
       weight->reference(x.data(), n, in, out, reference.data());
       check_against_reference(*weight, x, n, in, out, alone, reference);
     }
 }
 
+}  // namespace
+
+TEST_CASE("linear: batch invariance, bit for bit across n, sub-batches and thread counts", "[linear]") {
+  // in = 3000 makes multi-token tiles save their accumulators between k-blocks while one-token
+  // tiles do not; out = 17 and 128 (one chunk) make the pool split tokens instead of rows.
+  std::mt19937 rng(99);
+  cpu::ThreadPool pool1(1), pool2(2), pool3(3);
+  cpu::ThreadPool* const pools[] = {&pool1, &pool2, &pool3};
+  // Under the sanitizers (no optimisation) fewer rows: the same tiles, sub-batches of 7 and 2
+  // (the way chunked prefill and small decode batches cut them) with a remainder each, and the
+  // same k-blocks.
+  const std::int64_t n = sanitized ? 15 : 97;
+  const std::array<std::int64_t, 2> shapes[] = {{255, 300}, {1024, 17}, {3000, 128}, {1024, 1000}};
+  const std::int64_t steps[] = {7, 2};
+  check_batch_invariance(rng, n, shapes, pools, steps);
+}
+
 TEST_CASE("linear: the many-token path (weight rows widened to fp32 once) equals one token at a time, bit for bit", "[linear]") {
   // More tokens than widen_min_tokens take the widened path; in = 3000 widens a 128-row chunk in
   // two sub-blocks (the buffer holds fewer rows), out = 130 leaves a 2-row chunk of one-row
   // tiles, in = 255 a ragged last k-vector. Sub-batches of widen_min_tokens + 1 mix both paths.
+  using namespace cpu::linear_detail;
   std::mt19937 rng(4242);
   cpu::ThreadPool pool1(1), pool2(2);
-  const std::int64_t n = cpu::linear_detail::widen_min_tokens + 3;
-  REQUIRE(cpu::linear_detail::widened_floats < 128 * cpu::linear_detail::tile_floats(3000) / cpu::linear_detail::tile_rows);
-  const std::int64_t shapes[][2] = {{3000, 130}, {255, 33}};
-  for (int format = 0; format < 4; ++format)
-    for (const auto& shape : shapes) {
-      const std::int64_t in = shape[0], out = shape[1];
-      INFO(format_names[format] << ", in " << in << ", out " << out);
-      const auto weight = make_weight(format, rng, out, in);
-      const std::vector<float> x = random_x(rng, n, in);
-      std::vector<float> alone = poisoned(n * out);
-      for (std::int64_t i = 0; i < n; ++i) weight->fast(x.data() + i * in, 1, in, out, alone.data() + i * out, pool1);
-      for (cpu::ThreadPool* pool : {&pool1, &pool2}) {
-        std::vector<float> batched = poisoned(n * out), pieces = poisoned(n * out);
-        weight->fast(x.data(), n, in, out, batched.data(), *pool);
-        REQUIRE(same_bits(batched.data(), alone.data(), n * out));
-        const std::int64_t step = cpu::linear_detail::widen_min_tokens + 1;
-        for (std::int64_t i = 0; i < n; i += step)
-          weight->fast(x.data() + i * in, std::min(step, n - i), in, out, pieces.data() + i * out, *pool);
-        REQUIRE(same_bits(pieces.data(), alone.data(), n * out));
-      }
-      std::vector<float> reference = poisoned(n * out);
-      weight->reference(x.data(), n, in, out, reference.data());
-      check_against_reference(*weight, x, n, in, out, alone, reference);
-    }
+  cpu::ThreadPool* const pools[] = {&pool1, &pool2};
+  REQUIRE(widened_floats < chunk_rows * tile_floats(3000) / tile_rows);
+  const std::array<std::int64_t, 2> shapes[] = {{3000, 130}, {255, 33}};
+  const std::int64_t steps[] = {widen_min_tokens + 1};
+  check_batch_invariance(rng, widen_min_tokens + 3, shapes, pools, steps);
 }
 
 TEST_CASE("linear: a non-finite token row changes only its own outputs", "[linear]") {
