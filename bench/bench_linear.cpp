@@ -5,7 +5,7 @@
 //     read per second; bandwidth_fraction = that / read_probe (a vectorised read of a buffer far
 //     larger than the caches). The weight is cycled through enough copies (>= 1 GiB in all) that
 //     every call streams it from DRAM, as a decode step over a whole model does.
-//   Batch (n = 8 ... 64 tokens, 0.6B shapes): a decode step of many sequences or a short
+//   Batch (n = 8 ... 256 tokens, 0.6B shapes): a decode step of many sequences or a short
 //     prefill chunk; weights from DRAM as in decode. Both fractions are reported: which one
 //     binds moves with n.
 //   Prefill (n = 512 tokens): compute-bound. flops_per_second = 2·n·in·out per second;

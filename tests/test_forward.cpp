@@ -307,8 +307,20 @@ TEST_CASE("forward: once built, a step's run allocates nothing", "[forward]") {
       plan_step(run.books, std::span(&decode, 1), run.model.limits(), run.plan);
       const std::int64_t before_decode = testing::allocation_count();
       run.model.run(run.plan, logits);
+      const std::int64_t during_decode = testing::allocation_count() - before_decode;
+      // A prefill long enough for the Linear kernel's many-token path (its per-thread scratch was
+      // allocated by CpuBackend's constructor).
+      const int c = run.books.add_sequence();
+      std::vector<std::int32_t> long_prompt(200);
+      for (std::size_t i = 0; i < long_prompt.size(); ++i) long_prompt[i] = static_cast<std::int32_t>((i * 31 + 5) % Model::vocab_size);
+      REQUIRE(static_cast<std::int64_t>(long_prompt.size()) > kernels::cpu::linear_detail::widen_min_tokens);
+      const SequenceChunk prefill{c, 0, long_prompt, Logits::last};
+      plan_step(run.books, std::span(&prefill, 1), run.model.limits(), run.plan);
+      const std::int64_t before_prefill = testing::allocation_count();
+      run.model.run(run.plan, logits);
       CHECK(during_mixed == 0);
-      CHECK(testing::allocation_count() - before_decode == 0);
+      CHECK(during_decode == 0);
+      CHECK(testing::allocation_count() - before_prefill == 0);
       CHECK(logits.size() == static_cast<std::size_t>(Model::vocab_size));
       CHECK(std::isfinite(logits[0]));
     });

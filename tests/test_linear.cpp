@@ -323,17 +323,45 @@ TEST_CASE("linear: batch invariance, bit for bit across n, sub-batches and threa
 }
 
 TEST_CASE("linear: the many-token path (weight rows widened to fp32 once) equals one token at a time, bit for bit", "[linear]") {
-  // More tokens than widen_min_tokens take the widened path; in = 3000 widens a 128-row chunk in
-  // two sub-blocks (the buffer holds fewer rows), out = 130 leaves a 2-row chunk of one-row
-  // tiles, in = 255 a ragged last k-vector. Sub-batches of widen_min_tokens + 1 mix both paths.
+  // More tokens than widen_min_tokens take the widened path (on one thread: two threads cut a
+  // single chunk's tokens in two ranges, each below the threshold); in = 3000 widens a 128-row
+  // chunk in two sub-blocks (the buffer holds fewer rows), out = 130 leaves a 2-row chunk (two
+  // one-row tiles with AVX-512's 4-row tiles), in = 255 a ragged last k-vector. Sub-batches of
+  // widen_min_tokens + 1 mix both paths.
   using namespace cpu::linear_detail;
   std::mt19937 rng(4242);
   cpu::ThreadPool pool1(1), pool2(2);
   cpu::ThreadPool* const pools[] = {&pool1, &pool2};
   REQUIRE(widened_floats < chunk_rows * tile_floats(3000) / tile_rows);
-  const std::array<std::int64_t, 2> shapes[] = {{3000, 130}, {255, 33}};
+  // A row too long for one widened tile (in > 2^16 with AVX-512's 4-row tiles) is run without
+  // widening: under the sanitizers, a widening of it would be caught writing past the buffer.
+  const std::int64_t too_long = widened_floats / tile_rows + 17;
+  REQUIRE(tile_floats(too_long) > widened_floats);
+  const std::array<std::int64_t, 2> shapes[] = {{3000, 130}, {255, 33}, {too_long, 2}};
   const std::int64_t steps[] = {widen_min_tokens + 1};
   check_batch_invariance(rng, widen_min_tokens + 3, shapes, pools, steps);
+}
+
+TEST_CASE("linear: an infinite fp8 scale gives the same bits in the many-token path as one token at a time", "[linear]") {
+  // in = 300: the ragged last k-vector's unused lanes hold 0 · inf = NaN in both paths, so the
+  // outputs of the infinite block's rows are NaN either way, bit for bit. The block's codes are
+  // all 1.0 and x is positive, so that its real products alone would sum to +inf, not NaN.
+  std::mt19937 rng(31);
+  cpu::ThreadPool pool(2), one(1);
+  const std::int64_t n = cpu::linear_detail::widen_min_tokens + 3, in = 300, out = 130;
+  for (const float bad : {std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity()}) {
+    Fp8Weight<float> weight(rng, out, in);
+    weight.scale[2] = bad;  // chunk 0, the last (ragged) column block
+    for (std::int64_t r = 0; r < 128; ++r)
+      for (std::int64_t c = 256; c < in; ++c) weight.w[static_cast<std::size_t>(r * in + c)] = fp8_e4m3::from_bits(0x38);
+    std::vector<float> x = random_x(rng, n, in);
+    for (float& v : x) v = std::abs(v) + 1e-3f;
+    std::vector<float> alone = poisoned(n * out), batched = poisoned(n * out);
+    for (std::int64_t i = 0; i < n; ++i) weight.fast(x.data() + i * in, 1, in, out, alone.data() + i * out, one);
+    weight.fast(x.data(), n, in, out, batched.data(), pool);
+    REQUIRE(std::isnan(alone[0]));  // row 0 reads the infinite block
+    REQUIRE(same_bits(batched.data(), alone.data(), n * out));
+  }
 }
 
 TEST_CASE("linear: a non-finite token row changes only its own outputs", "[linear]") {

@@ -11,7 +11,9 @@
 //           kernels/cpu/fp8_dequant.hpp; exact for bf16 scales).
 //   y:  fp32 [n, out], row-major, fully overwritten. y must not overlap x, W or scale_inv.
 //   n >= 0 (0 writes nothing), in >= 1, out >= 1; pointers non-null. Violations throw
-//   InvalidArgument naming the values.
+//   InvalidArgument naming the values. A thread's first call with more than widen_min_tokens
+//   tokens allocates its 1 MiB scratch (std::bad_alloc if it cannot) unless
+//   reserve_linear_scratch already did, for the threads of that pool.
 //
 // Numerics: the weights are converted to fp32 exactly (fp8: the one rounding above), products
 // and sums are fp32. The result equals the exact sum of x·W up to the rounding of the
@@ -53,7 +55,6 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
 #include <new>
 #include <string_view>
@@ -256,10 +257,12 @@ void run_groups(const float* x, std::int64_t in, std::int64_t t_begin, std::int6
 // tiles read that buffer from L2.
 //
 // Units with more than widen_min_tokens tokens take this path. Measured with
-// bench/bench_linear.cpp on the 2-core AVX-512 machine (bf16, 0.6B shapes): at n = 512 the
-// linear reaches 0.55-0.63 of the fp32-FMA probe instead of 0.49; at n = 8..32 with weights
-// from DRAM the separate widening pass is slower than converting in the tiles (0.34 of the read
-// bandwidth instead of 0.55 at n = 8), and at n = 64..256 the two are within noise.
+// bench/bench_linear.cpp on the 2-core AVX-512 Xeon (bf16, 0.6B shapes): at n = 512 the
+// linear reaches 0.53-0.62 of the fp32-FMA probe instead of 0.48-0.50; at n = 8..32 with
+// weights from DRAM the separate widening pass is slower than converting in the tiles (0.34-0.36
+// of the read bandwidth instead of 0.54-0.59 at n = 8), and at n = 64..256 the two are within
+// noise. Only 0.6B shapes were measured: a long row (in = 12288, 25600) is widened in many
+// sub-blocks, each re-reading the x rows, which was not measured.
 //
 // The buffer holds up to widened_floats floats (sized for L2 with room for the x rows): a
 // 128-row chunk whose widened rows would not fit is widened and run in equal sub-blocks of
@@ -278,22 +281,23 @@ struct WidenedRows {
   void prefetch(int, std::int64_t) const noexcept {}  // already in L2: written just before
   [[nodiscard]] const float* at(int r, std::int64_t k) const noexcept { return rows + (k / Lanes::width * tile_rows + r) * Lanes::width; }
   V load(int r, std::int64_t k) const noexcept { return Lanes::load(at(r, k)); }
-  V load(int r, std::int64_t k, int count) const noexcept { return Lanes::load(at(r, k), count); }
+  // The ragged last vector whole: its lanes past `count` hold what the source's load gave them
+  // (0, or NaN where an fp8 scale is infinite: 0 · inf), exactly as the tile would have used them.
+  V load(int r, std::int64_t k, int) const noexcept { return Lanes::load(at(r, k)); }
 };
 [[nodiscard]] inline WidenedRows widened_rows(const float* buffer, std::int64_t in, std::int64_t row) noexcept {  // row from r_begin
   return {buffer + row / tile_rows * tile_floats(in) + row % tile_rows * Lanes::width};
 }
 
+// One buffer per thread, allocated by the thread's first many-token call or, for the threads of
+// a pool, ahead of time by reserve_linear_scratch (CpuBackend does it at construction, so that no
+// step allocates). Through the aligned operator new, which allocation counters can see.
 inline float* widened_buffer() {
-  // One allocation per thread, at its first many-token call; none inside later steps.
-  struct Free {
-    void operator()(float* p) const noexcept { std::free(p); }
+  struct Delete {
+    void operator()(float* p) const noexcept { ::operator delete(p, std::align_val_t{64}); }
   };
-  thread_local std::unique_ptr<float, Free> buffer;
-  if (!buffer) {
-    buffer.reset(static_cast<float*>(std::aligned_alloc(64, widened_floats * sizeof(float))));
-    if (!buffer) throw std::bad_alloc();
-  }
+  thread_local std::unique_ptr<float, Delete> buffer;
+  if (!buffer) buffer.reset(static_cast<float*>(::operator new(widened_floats * sizeof(float), std::align_val_t{64})));
   return buffer.get();
 }
 
@@ -323,7 +327,7 @@ void run_unit_widened(const float* x, std::int64_t in, std::int64_t t_begin, std
 template <class MakeRows>
 void run_unit(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
               std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
-  if (t_end - t_begin > widen_min_tokens)
+  if (t_end - t_begin > widen_min_tokens && tile_floats(in) <= widened_floats)  // a longer row (in > 2^16) is not widened
     run_unit_widened(x, in, t_begin, t_end, row_begin, row_end, make_rows, y, out);
   else
     run_groups(x, in, t_begin, t_end, row_begin, row_end, make_rows, y, out);
@@ -541,6 +545,12 @@ void linear_fp8(const float* x, std::int64_t n, std::int64_t in, const fp8_e4m3*
   if (n == 0) return;
   const Fp8Scales scales = prepare_fp8_scales(scale_inv, out, in);
   linear(x, n, fp8_linear_view(w, scales, out, in), y, pool);
+}
+
+// Allocates linear's per-thread scratch (the many-token path's 1 MiB buffer) on every thread of
+// the pool now, so that later calls on that pool allocate nothing. Calling it is optional.
+inline void reserve_linear_scratch(ThreadPool& pool) {
+  pool.parallel_for(pool.size(), 1, [](std::int64_t, std::int64_t) { (void)linear_detail::widened_buffer(); });
 }
 
 }  // namespace qwen::kernels::cpu

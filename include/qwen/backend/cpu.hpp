@@ -66,8 +66,8 @@ class CpuBackend {
   template <int BlockSize>
   using KVCache = PagedKV<BlockSize>;
 
-  // threads: 0 = every core.
-  explicit CpuBackend(unsigned threads = 0) : pool_(threads) {}
+  // threads: 0 = every core. Each thread's Linear scratch is allocated here, not in a step.
+  explicit CpuBackend(unsigned threads = 0) : pool_(threads) { kernels::cpu::reserve_linear_scratch(pool_); }
   CpuBackend(const CpuBackend&) = delete;
   CpuBackend& operator=(const CpuBackend&) = delete;
 
