@@ -10,7 +10,8 @@ Steps, each skipped when its output is already under build/peers/:
      f16 with its convert_hf_to_gguf.py (gguf-py on PYTHONPATH);
   3. proof that every engine runs the same weights: greedy continuations of one prompt from
      transformers (fp32), qwen-generate and llama-simple (bf16 GGUF) compared token by token
-     (as text for llama-simple, which takes text);
+     (as text for llama-simple, which takes text), and the first position's five most likely
+     tokens with their log-probabilities from transformers and qwen-generate;
   4. waits until the 1-minute load average is below --max-load (up to --wait seconds) and
      records the load before and after;
   5. in one window: llama-bench (bf16, f16: -p 512, -n 64 at depth 0 and at each context),
@@ -105,11 +106,19 @@ def greedy_check(ckpt, qwen_build, simple, gguf, threads):
     torch.set_num_threads(threads)
     tokenizer = AutoTokenizer.from_pretrained(ckpt)
     ids = tokenizer(PROMPT)["input_ids"]
-    model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32)
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=GREEDY_TOKENS, do_sample=False, min_new_tokens=GREEDY_TOKENS)
     reference = out[0, len(ids):].tolist()
+    # The first position's five most likely tokens and their log-probabilities, from both.
+    with torch.no_grad():
+        first = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1].double(), -1)
+    top = torch.topk(first, 5)
+    reference_top = [[int(i), float(v)] for i, v in zip(top.indices, top.values)]
     del model
+    ours_json = json.loads(output([qwen_build / "examples/qwen-generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, ids)),
+                                   "--max-tokens", 1, "--json", "--logprobs", 5, "--threads", threads]))
+    ours_top = ours_json["logprobs"][0]
 
     ours_text = output([qwen_build / "examples/qwen-generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, ids)),
                         "--max-tokens", GREEDY_TOKENS, "--temperature", "0", "--ignore-eos", "--threads", threads])
@@ -129,6 +138,9 @@ def greedy_check(ckpt, qwen_build, simple, gguf, threads):
         "prompt": PROMPT, "prompt_ids": ids, "transformers_fp32_ids": reference, "transformers_text": reference_text,
         "qwen_ids": ours, "llama_bf16_text": llama_text[:200],
         "qwen_tokens_matching": matched_ours, "llama_tokens_matching": matched_llama, "tokens": GREEDY_TOKENS,
+        "transformers_fp32_top5": reference_top, "qwen_top5": ours_top,
+        "top5_same_ids": [i for i, _ in ours_top] == [i for i, _ in reference_top],
+        "top5_largest_logprob_difference": max(abs(a[1] - b[1]) for a, b in zip(ours_top, reference_top)),
     }
 
 
@@ -163,7 +175,7 @@ def transformers_runs(ckpt, dtype_name, threads, reps, contexts):
 
     torch.set_num_threads(threads)
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    model = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(ckpt, dtype=dtype)
     model.eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
@@ -316,7 +328,8 @@ def main():
     gguf = {t: convert(src, ckpt, work, t) for t in ("bf16", "f16")}
     same = greedy_check(ckpt, qwen_build, simple, gguf["bf16"], args.threads)
     log(f"greedy: qwen matches transformers fp32 on {same['qwen_tokens_matching']}/{GREEDY_TOKENS} tokens, "
-        f"llama.cpp bf16 on {same['llama_tokens_matching']}/{GREEDY_TOKENS}")
+        f"llama.cpp bf16 on {same['llama_tokens_matching']}/{GREEDY_TOKENS}; first position's top 5: same ids "
+        f"{same['top5_same_ids']}, log-probabilities within {same['top5_largest_logprob_difference']:.2g}")
 
     load_before = wait_for_idle(args.max_load, args.wait)
     started = time.time()
