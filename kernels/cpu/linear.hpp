@@ -273,21 +273,21 @@ inline constexpr std::int64_t widened_floats = 256 * 1024;  // 1 MiB
 // Widened rows, interleaved by tile: the rows of tile g (rows r_begin + g·tile_rows ...) lie in
 // g·tile_floats(in) .. as [k-vector][row of the tile][lane], so that a tile reads one contiguous
 // stream. A one-row tile at the end reads its row's slots of a partly filled group.
-[[nodiscard]] constexpr std::int64_t widened_vectors(std::int64_t in) noexcept { return (in + Lanes::width - 1) / Lanes::width; }
-[[nodiscard]] constexpr std::int64_t tile_floats(std::int64_t in) noexcept { return widened_vectors(in) * tile_rows * Lanes::width; }
+inline constexpr std::int64_t widened_step = tile_rows * Lanes::width;  // floats from one k-vector to the next
+[[nodiscard]] constexpr std::int64_t tile_floats(std::int64_t in) noexcept { return (in + Lanes::width - 1) / Lanes::width * widened_step; }
+// Row `row` (counted from the buffer's first row) at k-vector 0.
+[[nodiscard]] inline float* widened_row(float* buffer, std::int64_t in, std::int64_t row) noexcept {
+  return buffer + row / tile_rows * tile_floats(in) + row % tile_rows * Lanes::width;
+}
 struct WidenedRows {
   static constexpr std::int64_t line_elements = Lanes::width;
-  const float* rows;  // row 0's lanes of k-vector 0
+  const float* rows;  // row 0 at k-vector 0
   void prefetch(int, std::int64_t) const noexcept {}  // already in L2: written just before
-  [[nodiscard]] const float* at(int r, std::int64_t k) const noexcept { return rows + (k / Lanes::width * tile_rows + r) * Lanes::width; }
-  V load(int r, std::int64_t k) const noexcept { return Lanes::load(at(r, k)); }
+  V load(int r, std::int64_t k) const noexcept { return Lanes::load(rows + k / Lanes::width * widened_step + r * Lanes::width); }
   // The ragged last vector whole: its lanes past `count` hold what the source's load gave them
   // (0, or NaN where an fp8 scale is infinite: 0 · inf), exactly as the tile would have used them.
-  V load(int r, std::int64_t k, int) const noexcept { return Lanes::load(at(r, k)); }
+  V load(int r, std::int64_t k, int) const noexcept { return load(r, k); }
 };
-[[nodiscard]] inline WidenedRows widened_rows(const float* buffer, std::int64_t in, std::int64_t row) noexcept {  // row from r_begin
-  return {buffer + row / tile_rows * tile_floats(in) + row % tile_rows * Lanes::width};
-}
 
 // One buffer per thread, allocated by the thread's first many-token call or, for the threads of
 // a pool, ahead of time by reserve_linear_scratch (CpuBackend does it at construction, so that no
@@ -305,7 +305,7 @@ template <class MakeRows>
 void run_unit_widened(const float* x, std::int64_t in, std::int64_t t_begin, std::int64_t t_end, std::int64_t row_begin,
                       std::int64_t row_end, const MakeRows& make_rows, float* y, std::int64_t out) {
   const std::int64_t rows = row_end - row_begin;
-  const std::int64_t fit = std::max<std::int64_t>(1, widened_floats / tile_floats(in)) * tile_rows;
+  const std::int64_t fit = widened_floats / tile_floats(in) * tile_rows;  // >= tile_rows: run_unit checks
   const std::int64_t parts = (rows + fit - 1) / fit;
   const std::int64_t part_rows = ((rows + parts - 1) / parts + tile_rows - 1) / tile_rows * tile_rows;
   float* buffer = widened_buffer();
@@ -313,12 +313,13 @@ void run_unit_widened(const float* x, std::int64_t in, std::int64_t t_begin, std
     const std::int64_t r_end = std::min(row_end, r_begin + part_rows);
     const auto source = make_rows(r_begin);
     for (std::int64_t r = 0; r < r_end - r_begin; ++r) {
-      const WidenedRows dst = widened_rows(buffer, in, r);
+      float* dst = widened_row(buffer, in, r);
       std::int64_t k = 0;
-      for (; k + Lanes::width <= in; k += Lanes::width) Lanes::store(const_cast<float*>(dst.at(0, k)), source.load(static_cast<int>(r), k));
-      if (k < in) Lanes::store(const_cast<float*>(dst.at(0, k)), source.load(static_cast<int>(r), k, static_cast<int>(in - k)));
+      for (; k + Lanes::width <= in; k += Lanes::width, dst += widened_step) Lanes::store(dst, source.load(static_cast<int>(r), k));
+      if (k < in) Lanes::store(dst, source.load(static_cast<int>(r), k, static_cast<int>(in - k)));
     }
-    run_groups(x, in, t_begin, t_end, r_begin, r_end, [&](std::int64_t r0) { return widened_rows(buffer, in, r0 - r_begin); }, y, out);
+    run_groups(x, in, t_begin, t_end, r_begin, r_end, [&](std::int64_t r0) { return WidenedRows{widened_row(buffer, in, r0 - r_begin)}; }, y,
+               out);
   }
 }
 
