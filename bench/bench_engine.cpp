@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   options.max_num_seqs = std::max(most, 1);
   options.max_num_batched_tokens = 512;
   options.max_model_len = 1024;
-  options.kv_cache_bytes = static_cast<std::int64_t>(most) * 272 * engine::kv_bytes_per_token<Model>();  // 17 blocks each
+  options.kv_cache_bytes = static_cast<std::int64_t>(most) * 272 * engine::kv_bytes_per_token<Model>(model.backend.kv_element_bytes());  // 17 blocks each
   engine::Engine<> engine(engine::make_step_model<Model>(model.weights, model.config, model.backend, options), options,
                           {&tokenizer, &chat_template, {151645, 151643}});
 

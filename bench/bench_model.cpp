@@ -3,7 +3,8 @@
 // downloaded or committed).
 //   Decode/<shape>:       one token per step after a 128-token context (-FP8: e4m3 weights with
 //                         bf16 128x128 block scales, as the official -FP8 checkpoints store them)
-//   DecodeContext/0.6B/C: the same after a C-token context (512 ... 4096)
+//   DecodeContext/0.6B/C/K: the same after a C-token context (512 ... 4096), with the KV cache in
+//                         bf16 (K = 0, the default) or fp32 (K = 1)
 //   Prefill/<shape>/512:  a 512-token prompt in one step (logits for the last token)
 // Counters: bytes_per_second (weight bytes, and for decode the KV cache's bytes, read per
 // second), bandwidth_fraction (that over a read-bandwidth probe run in this process); for prefill
@@ -38,12 +39,20 @@ bench::RandomModel<Model>& bench_for() {
   return b;
 }
 
-// One token per step after `context` cached positions.
+// A backend whose KV caches are fp32 (the shapes' own backends make the default, bf16), made on
+// first use.
+CpuBackend& fp32_kv_backend() {
+  static CpuBackend backend(0, KVCacheDType::fp32);
+  return backend;
+}
+
+// One token per step after `context` cached positions, the KV cache in `kv`.
 template <class Model>
-void decode(benchmark::State& state, int context) {
+void decode(benchmark::State& state, int context, KVCacheDType kv = KVCacheDType::bf16) {
   auto& b = bench_for<Model>();
   const int blocks = (context + 1 + 15) / 16;
-  Qwen3Forward<Model, CpuBackend, 16> model(b.weights, b.config, b.backend,
+  CpuBackend& backend = kv == b.backend.kv_cache_dtype() ? b.backend : fp32_kv_backend();
+  Qwen3Forward<Model, CpuBackend, 16> model(b.weights, b.config, backend,
                                             {.max_tokens = context, .max_sequences = 1, .kv_blocks = blocks, .max_logit_rows = 1});
   BlockManager<16> books(blocks);
   StepPlan plan;
@@ -56,7 +65,7 @@ void decode(benchmark::State& state, int context) {
   model.run(plan, logits);
   const std::int32_t token = 42;
   double seconds = 0;
-  const double bandwidth = bench::bracket_probe([&] { return bench::read_bandwidth(b.backend.pool()); }, [&] {
+  const double bandwidth = bench::bracket_probe([&] { return bench::read_bandwidth(backend.pool()); }, [&] {
     for (auto _ : state) {
       const auto t0 = std::chrono::steady_clock::now();
       const SequenceChunk next{seq, context, std::span(&token, 1), Logits::last};  // rewrites position `context` each time
@@ -67,7 +76,7 @@ void decode(benchmark::State& state, int context) {
     }
   });
   // Weights, plus the K and V of every cached position (what attention reads per step).
-  const double kv_bytes = static_cast<double>(engine::kv_bytes_per_token<Model, engine::kv_element_of<CpuBackend>::type>()) * (context + 1);
+  const double kv_bytes = static_cast<double>(engine::kv_bytes_per_token<Model>(element_bytes(kv))) * (context + 1);
   const double bytes = (static_cast<double>(b.bytes_per_token) + kv_bytes) * static_cast<double>(state.iterations());
   state.counters["bytes_per_second"] = bytes / seconds;
   state.counters["bandwidth_fraction"] = bytes / seconds / bandwidth;
@@ -78,7 +87,9 @@ void decode(benchmark::State& state, int context) {
 template <class Model>
 void BM_Decode(benchmark::State& state) { decode<Model>(state, 128); }
 template <class Model>
-void BM_DecodeContext(benchmark::State& state) { decode<Model>(state, static_cast<int>(state.range(0))); }
+void BM_DecodeContext(benchmark::State& state) {
+  decode<Model>(state, static_cast<int>(state.range(0)), state.range(1) == 0 ? KVCacheDType::bf16 : KVCacheDType::fp32);
+}
 
 // One decode step of `state.range(0)` sequences at once, each after a 128-token context: what
 // the engine's steps cost once every running request decodes. tokens_per_second counts the
@@ -176,7 +187,7 @@ using SmallFp8 = Qwen3<Dense, 0.6_B, fp8>;
 }  // namespace
 
 BENCHMARK(BM_Decode<Small>)->Name("Decode/0.6B")->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK(BM_DecodeContext<Small>)->Name("DecodeContext/0.6B")->Arg(512)->Arg(1024)->Arg(2048)->Arg(4096)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_DecodeContext<Small>)->Name("DecodeContext/0.6B")->ArgsProduct({{512, 1024, 2048, 4096}, {0, 1}})->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_DecodeBatch<Small>)->Name("DecodeBatch/0.6B")->Arg(8)->Arg(32)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Prefill<Small>)->Name("Prefill/0.6B")->Arg(512)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK(BM_Decode<SmallFp8>)->Name("Decode/0.6B-FP8")->Unit(benchmark::kMillisecond)->MinTime(3);

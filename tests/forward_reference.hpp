@@ -73,8 +73,10 @@ struct Runner {
 
 // How close a backend must come to the reference.
 struct ReferenceTolerance {
-  // Logits at every prompt position within this fraction of the reference logit range.
+  // Logits at every prompt position within this fraction of the reference logit range, and their
+  // mean absolute difference within mean_fraction of it.
   double logit_fraction = 1e-4;
+  double mean_fraction = 1e-4;
   // false: the greedy continuation runs on its own argmax and must equal the reference token for
   // token. true: each step is fed the reference's token (teacher forcing) and the argmax must
   // equal the reference's next token, except at a near-tie -- the top two logits within twice
@@ -97,13 +99,16 @@ void check_against_reference(Runner<Model, B>& run, const std::vector<Reference>
     REQUIRE(logits.size() == ref.logits.size());
     const auto [lo, hi] = std::minmax_element(ref.logits.begin(), ref.logits.end());
     const double limit = tolerance.logit_fraction * (*hi - *lo);
-    double worst = 0;
+    double worst = 0, sum = 0;
     for (std::size_t i = 0; i < logits.size(); ++i) {
       const double diff = std::abs(static_cast<double>(logits[i]) - ref.logits[i]);
       worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
+      sum += diff;
     }
-    INFO("max |logit - reference| = " << worst << ", tolerance " << limit);
+    const double mean = sum / static_cast<double>(logits.size()), mean_limit = tolerance.mean_fraction * (*hi - *lo);
+    INFO("max |logit - reference| = " << worst << ", tolerance " << limit << "; mean " << mean << ", tolerance " << mean_limit);
     CHECK(worst <= limit);
+    CHECK(mean <= mean_limit);
 
     const float* last = logits.data() + logits.size() - Model::vocab_size;
     if (!tolerance.near_ties_allowed) {

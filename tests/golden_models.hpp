@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <qwen/io/checkpoint_config.hpp>
+#include <qwen/kv/kv_cache_dtype.hpp>
 #include <qwen/model/load.hpp>
 #include <qwen/model/registry.hpp>
 
@@ -18,9 +19,19 @@ namespace qwen::testing {
 // Prompts per golden reference file (tests/golden/make_golden.py).
 inline constexpr int golden_prompts = 4;
 
-// tests/golden/reference/NAME.safetensors: transformers' logits and greedy continuations.
-inline std::vector<Reference> read_golden_reference(std::string_view fixture) {
-  return read_reference(golden_reference(fixture).replace_extension(".safetensors"), golden_prompts);
+// transformers' logits and greedy continuations for a fixture: with an fp32 KV cache
+// (reference/<name>.safetensors, make_golden.py), or with keys and values rounded to bf16
+// (reference/<name>.kv_bf16.safetensors, make_kv_bf16_reference.py).
+// The tolerance for a KV cache of that dtype against its reference (golden_fixtures.hpp says why
+// bf16's is what it is).
+inline ReferenceTolerance golden_tolerance(KVCacheDType kv) {
+  if (kv == KVCacheDType::fp32) return {};
+  return {.logit_fraction = bf16_kv_max_fraction, .mean_fraction = bf16_kv_mean_fraction, .near_ties_allowed = true};
+}
+
+inline std::vector<Reference> read_golden_reference(std::string_view fixture, KVCacheDType kv = KVCacheDType::fp32) {
+  return read_reference(golden_reference(fixture).replace_extension(kv == KVCacheDType::bf16 ? ".kv_bf16.safetensors" : ".safetensors"),
+                        golden_prompts);
 }
 
 // Runs f with the loaded model of a golden fixture: f.template operator()<Model>(weights, config).

@@ -4,9 +4,13 @@
 // tokens, and two block tables sharing blocks (a forked prefix); batch and thread-count
 // invariance (bit for bit); one plan reused by several runs (as the layers of a step use it)
 // equal to a fresh plan + run, without allocating; the block table really used (scrambled
-// physical blocks, NaN everywhere nobody wrote); argument errors naming their values.
+// physical blocks, NaN everywhere nobody wrote); argument errors naming their values. The same
+// checks with bf16 pools (the default KV cache), and bf16 pools giving exactly the output of fp32
+// pools holding the same (widened) values.
 //
-// Tolerance (fp32 kernel vs double reference): |fast - reference| <= 1e-5 * max|v| per element.
+// Tolerance (fp32 kernel vs double reference): |fast - reference| <= 1e-5 * max|v| per element,
+// for both pool types: the reference reads the pools' own values (bf16 widened exactly), so
+// rounding K/V to bf16 is no part of the kernel's error.
 // Scores are kept to the range real Qwen3 layers produce (standard deviation up to 4, so
 // softmax weights from near-uniform to near-one-hot); the observed error is reported by INFO.
 #include <catch2/catch.hpp>
@@ -25,6 +29,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <qwen/kernels/cpu/attention.hpp>
@@ -75,8 +80,9 @@ struct SequenceSpec {
 
 // A filled cache of `layers` layers in a PagedKV (its storage only: the blocks are handed out
 // here, in a scrambled order, so that forks can share them). Every position of every sequence
-// has random K/V in every layer; spare blocks and the tails of last blocks stay NaN.
-template <int BlockSize>
+// has random K/V in every layer; spare blocks and the tails of last blocks stay NaN. T: the
+// pools' element (float or bf16; PagedKV::write rounds).
+template <int BlockSize, class T = float>
 struct Scene {
   int num_kv_heads, head_dim;
   PagedKV<BlockSize> kv;
@@ -84,7 +90,8 @@ struct Scene {
   float max_abs_v = 0;
 
   Scene(std::span<const SequenceSpec> sequences, int layers, int kv_heads, int dim, float v_scale, std::mt19937& rng)
-      : num_kv_heads(kv_heads), head_dim(dim), kv(layers, kv_heads, dim, own_blocks(sequences) + 5, PagedKVFill::nan) {
+      : num_kv_heads(kv_heads), head_dim(dim),
+        kv(layers, kv_heads, dim, own_blocks(sequences) + 5, qwen::kv_cache_dtype_of<T>, PagedKVFill::nan) {
     std::vector<std::int32_t> free(static_cast<std::size_t>(kv.num_blocks()));
     std::iota(free.begin(), free.end(), 0);
     std::shuffle(free.begin(), free.end(), rng);
@@ -113,15 +120,14 @@ struct Scene {
             max_abs_v = std::max(max_abs_v, std::abs(x));
           }
           const int block = table[static_cast<std::size_t>(p / BlockSize)];
-          std::copy(k.begin(), k.end(), kv.key(layer, block, p % BlockSize));
-          std::copy(v.begin(), v.end(), kv.value(layer, block, p % BlockSize));
+          kv.write(layer, std::int64_t{block} * BlockSize + p % BlockSize, k.data(), v.data());
         }
       tables.add(table);
     }
   }
 
-  [[nodiscard]] cpu::PagedKVLayer layer(int l) const {
-    return {kv.key_pool(l), kv.value_pool(l), kv.num_blocks(), BlockSize, kv.num_kv_heads()};
+  [[nodiscard]] cpu::PagedKVLayer<T> layer(int l) const {
+    return {kv.template key_pool<T>(l), kv.template value_pool<T>(l), kv.num_blocks(), BlockSize, kv.num_kv_heads()};
   }
 
   static int own_blocks(std::span<const SequenceSpec> sequences) {
@@ -163,9 +169,9 @@ std::vector<float> random_q(std::size_t n, float sigma, std::mt19937& rng) {
   return q;
 }
 
-template <int HeadDim, int Group>
+template <int HeadDim, int Group, class T = float>
 std::vector<float> run_fast(const std::vector<float>& q, const Batch& batch, const BlockTables& tables,
-                            const cpu::PagedKVLayer& layer, float scale, cpu::ThreadPool& pool) {
+                            const cpu::PagedKVLayer<std::type_identity_t<T>>& layer, float scale, cpu::ThreadPool& pool) {
   std::vector<float> out(batch.size() * static_cast<std::size_t>(layer.num_kv_heads * Group) * HeadDim, poison);
   cpu::paged_attention<HeadDim, Group>(q.data(), attention_batch(batch, tables), layer, scale, out.data(), pool);
   return out;
@@ -184,22 +190,22 @@ constexpr Chunk scene_chunks[] = {{0, 0, 0}, {1, 0, 16}, {2, 96, 96}, {3, 190, 2
 // Fast against reference for one configuration, then invariance: thread counts 1, 2, 3, each
 // token alone, each sequence's tokens in chunks of 1, 7 and 64, and a shared block read through
 // either table.
-template <int BlockSize, int HeadDim, int Group>
+template <int BlockSize, int HeadDim, int Group, class T = float>
 void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigned seed) {
   std::mt19937 rng(seed);
-  const Scene<BlockSize> scene(scene_sequences, 1, num_kv_heads, HeadDim, v_scale, rng);
+  const Scene<BlockSize, T> scene(scene_sequences, 1, num_kv_heads, HeadDim, v_scale, rng);
   const Batch batch = make_batch(scene_chunks, rng);
   const int num_heads = num_kv_heads * Group;
   const std::size_t row = static_cast<std::size_t>(num_heads) * HeadDim;
   const auto q = random_q(batch.size() * row, q_sigma, rng);
   const float scale = 1.0f / std::sqrt(static_cast<float>(HeadDim));
-  const cpu::PagedKVLayer layer = scene.layer(0);
+  const cpu::PagedKVLayer<T> layer = scene.layer(0);
 
   std::vector<float> expected(q.size(), poison);
   cpu::paged_attention_reference(q.data(), num_heads, HeadDim, attention_batch(batch, scene.tables), layer, scale,
                                  expected.data());
   cpu::ThreadPool pool1(1), pool2(2), pool3(3);
-  const auto out = run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool1);
+  const auto out = run_fast<HeadDim, Group, T>(q, batch, scene.tables, layer, scale, pool1);
 
   double max_error = 0;
   bool finite = true, nonzero = false;
@@ -208,15 +214,15 @@ void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigne
     nonzero = nonzero || out[i] != 0.0f;
     max_error = std::max(max_error, std::abs(static_cast<double>(out[i]) - expected[i]));
   }
-  INFO("block size " << BlockSize << ", head_dim " << HeadDim << ", heads " << num_heads << "/" << num_kv_heads
+  INFO((std::is_same_v<T, float> ? "fp32" : "bf16") << " pools, block size " << BlockSize << ", head_dim " << HeadDim << ", heads " << num_heads << "/" << num_kv_heads
                      << ", q sigma " << q_sigma << ", max|v| " << scene.max_abs_v << ", max error "
                      << max_error / scene.max_abs_v << " * max|v|");
   REQUIRE(finite);
   REQUIRE(nonzero);
   CHECK(max_error <= tolerance * scene.max_abs_v);
 
-  CHECK(same_bits(out, run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool2)));
-  CHECK(same_bits(out, run_fast<HeadDim, Group>(q, batch, scene.tables, layer, scale, pool3)));
+  CHECK(same_bits(out, run_fast<HeadDim, Group, T>(q, batch, scene.tables, layer, scale, pool2)));
+  CHECK(same_bits(out, run_fast<HeadDim, Group, T>(q, batch, scene.tables, layer, scale, pool3)));
 
   // Each token alone (the sanitizer build, tests/sanitized.hpp: every fifth token and the last).
   bool alone_identical = true;
@@ -224,7 +230,7 @@ void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigne
     if (qwen_test::sanitized && t % 5 != 0 && t + 1 != batch.size()) continue;
     const Batch one{{batch.sequence_of_token[t]}, {batch.position[t]}};
     const std::vector<float> q_one(q.begin() + static_cast<std::ptrdiff_t>(t * row), q.begin() + static_cast<std::ptrdiff_t>((t + 1) * row));
-    const auto got = run_fast<HeadDim, Group>(q_one, one, scene.tables, layer, scale, pool2);
+    const auto got = run_fast<HeadDim, Group, T>(q_one, one, scene.tables, layer, scale, pool2);
     alone_identical = alone_identical && same_bits(got, std::span(out).subspan(t * row, row));
   }
   CHECK(alone_identical);
@@ -249,7 +255,7 @@ void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigne
           q_part.insert(q_part.end(), q.begin() + static_cast<std::ptrdiff_t>(rows[i] * row),
                         q.begin() + static_cast<std::ptrdiff_t>((rows[i] + 1) * row));
         }
-        const auto got = run_fast<HeadDim, Group>(q_part, part, scene.tables, layer, scale, pool3);
+        const auto got = run_fast<HeadDim, Group, T>(q_part, part, scene.tables, layer, scale, pool3);
         for (std::size_t i = begin; i < end; ++i)
           chunked_identical = chunked_identical &&
                               same_bits(std::span(got).subspan((i - begin) * row, row), std::span(out).subspan(rows[i] * row, row));
@@ -265,7 +271,7 @@ void check_configuration(int num_kv_heads, float q_sigma, float v_scale, unsigne
   const auto q_first = random_q(row, q_sigma, rng), q_last = random_q(row, q_sigma, rng);
   std::vector<float> q_twins;
   for (const auto* q_row : {&q_first, &q_first, &q_last, &q_last}) q_twins.insert(q_twins.end(), q_row->begin(), q_row->end());
-  const auto got_twins = run_fast<HeadDim, Group>(q_twins, twins, scene.tables, layer, scale, pool2);
+  const auto got_twins = run_fast<HeadDim, Group, T>(q_twins, twins, scene.tables, layer, scale, pool2);
   CHECK(same_bits(std::span(got_twins).subspan(0, row), std::span(got_twins).subspan(row, row)));
   CHECK(same_bits(std::span(got_twins).subspan(2 * row, row), std::span(got_twins).subspan(3 * row, row)));
 }
@@ -313,6 +319,45 @@ TEST_CASE("attention: fast equals the double reference, block sizes 1, 8 and 32"
   check_configuration<32, 128, 8>(1, 4.0f, 1.0f, 7);
   check_configuration<32, 128, 2>(2, 1.0f, 2.0f, 8);
   check_configuration<1, 128, 2>(2, 1.0f, 1.0f, 9);
+}
+
+// bf16 pools (the CPU backend's default KV cache): the same sweep's corners, against the
+// reference reading the same bf16 values.
+TEST_CASE("attention: bf16 pools, fast equals the double reference", "[attention][bf16]") {
+  check_configuration<16, 64, 2, qwen::bf16>(3, 4.0f, 1.0f, 40);
+  check_configuration<16, 128, 2, qwen::bf16>(4, 1.0f, 1.0f, 41);   // Qwen3-0.6B ... 4B: 8 KV heads, group 2
+  check_configuration<16, 128, 8, qwen::bf16>(1, 0.1f, 30.0f, 42);
+  check_configuration<16, 256, 4, qwen::bf16>(2, 1.0f, 0.5f, 43);
+  check_configuration<8, 128, 4, qwen::bf16>(2, 4.0f, 1.0f, 44);
+}
+
+// Widening bf16 is exact and the kernel is the same: bf16 pools give bit for bit the output of
+// fp32 pools holding the widened values. The outputs differ from those of the unrounded fp32
+// values (so a kernel that read the pools as fp32 could not pass by accident).
+TEST_CASE("attention: bf16 pools give exactly what fp32 pools of the same values give", "[attention][bf16]") {
+  constexpr int dim = 128, group = 2, kv_heads = 4, heads = kv_heads * group;
+  std::mt19937 rng(45), rng_again(45);
+  const Scene<16, qwen::bf16> rounded(scene_sequences, 2, kv_heads, dim, 1.0f, rng);
+  const Scene<16, float> exact(scene_sequences, 2, kv_heads, dim, 1.0f, rng_again);  // the same draws, unrounded
+  // The fp32 twin of the bf16 pools: every element widened (NaN where nothing was written).
+  PagedKV<16> widened(2, kv_heads, dim, rounded.kv.num_blocks(), qwen::KVCacheDType::fp32);
+  const std::size_t pool = static_cast<std::size_t>(rounded.kv.num_blocks()) * 16 * kv_heads * dim;
+  for (int layer = 0; layer < 2; ++layer)
+    for (std::size_t i = 0; i < pool; ++i) {
+      widened.key_pool<float>(layer)[i] = rounded.kv.key_pool<qwen::bf16>(layer)[i].to_float();
+      widened.value_pool<float>(layer)[i] = rounded.kv.value_pool<qwen::bf16>(layer)[i].to_float();
+    }
+  const Batch batch = make_batch(scene_chunks, rng);
+  const auto q = random_q(batch.size() * heads * dim, 1.0f, rng);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+  cpu::ThreadPool pool2(2);
+  for (int layer = 0; layer < 2; ++layer) {
+    INFO("layer " << layer);
+    const auto from_bf16 = run_fast<dim, group, qwen::bf16>(q, batch, rounded.tables, rounded.layer(layer), scale, pool2);
+    const cpu::PagedKVLayer<float> view{widened.key_pool<float>(layer), widened.value_pool<float>(layer), widened.num_blocks(), 16, kv_heads};
+    CHECK(same_bits(from_bf16, run_fast<dim, group>(q, batch, rounded.tables, view, scale, pool2)));
+    CHECK_FALSE(same_bits(from_bf16, run_fast<dim, group>(q, batch, exact.tables, exact.layer(layer), scale, pool2)));
+  }
 }
 
 TEST_CASE("attention: one plan serves every layer of a step, as a fresh plan + run does, without allocating",
@@ -467,11 +512,11 @@ TEST_CASE("attention: the tile reduction equals the per-row reduction bit for bi
 #endif
 
 TEST_CASE("attention: bad arguments are rejected by name", "[attention]") {
-  PagedKV<16> kv(1, 2, 128, 4);
+  PagedKV<16> kv(1, 2, 128, 4, qwen::KVCacheDType::fp32);
   BlockTables tables;
   const std::vector<std::int32_t> two_blocks = {0, 1};  // positions 0 .. 31
   tables.add(two_blocks);
-  const cpu::PagedKVLayer layer{kv.key_pool(0), kv.value_pool(0), kv.num_blocks(), 16, kv.num_kv_heads()};
+  const cpu::PagedKVLayer<float> layer{kv.key_pool<float>(0), kv.value_pool<float>(0), kv.num_blocks(), 16, kv.num_kv_heads()};
   std::vector<float> q(4 * 128, 0.5f), out(q.size());
   const std::vector<std::int32_t> seq0 = {0}, pos19 = {19}, pos32 = {32}, seq1 = {1}, pos_neg = {-1}, none;
   const float scale = 0.088f;
@@ -512,11 +557,11 @@ TEST_CASE("attention: bad arguments are rejected by name", "[attention]") {
 
   // run: the layer must have the planned geometry; cheap checks only.
   plan(seq0, pos19, indptr, indices);
-  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 5, 16, 2}, scale, out.data()),
+  CHECK_THROWS_WITH(attention.run(q.data(), cpu::PagedKVLayer<float>{layer.key, layer.value, 5, 16, 2}, scale, out.data()),
                     Contains("the layer has num_blocks 5, block_size 16, num_kv_heads 2; planned for 4, 16, 2"));
-  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 4, 8, 2}, scale, out.data()), Contains("block_size 8"));
-  CHECK_THROWS_WITH(attention.run(q.data(), {layer.key, layer.value, 4, 16, 1}, scale, out.data()), Contains("num_kv_heads 1"));
-  CHECK_THROWS_WITH(attention.run(q.data(), {nullptr, layer.value, 4, 16, 2}, scale, out.data()), Contains("null K or V pool"));
+  CHECK_THROWS_WITH(attention.run(q.data(), cpu::PagedKVLayer<float>{layer.key, layer.value, 4, 8, 2}, scale, out.data()), Contains("block_size 8"));
+  CHECK_THROWS_WITH(attention.run(q.data(), cpu::PagedKVLayer<float>{layer.key, layer.value, 4, 16, 1}, scale, out.data()), Contains("num_kv_heads 1"));
+  CHECK_THROWS_WITH(attention.run(q.data(), cpu::PagedKVLayer<float>{nullptr, layer.value, 4, 16, 2}, scale, out.data()), Contains("null K or V pool"));
   CHECK_THROWS_WITH(attention.run(q.data(), layer, std::nanf(""), out.data()), Contains("scale nan is not finite"));
   CHECK_THROWS_WITH(attention.run(nullptr, layer, scale, out.data()), Contains("null q or out"));
   CHECK_NOTHROW(attention.run(q.data(), layer, scale, out.data()));

@@ -1,6 +1,10 @@
 // The forward pass against transformers: every golden checkpoint, every prompt, logits at every
 // position within 1e-4 of the reference logit range (fp32 activations), and the greedy
-// continuation token for token. Then batch invariance: EVERY sequence of a mixed batch (decodes,
+// continuation token for token -- with each KV cache dtype against the reference computed with
+// that cache: fp32 KV against transformers' fp32 run, bf16 KV (the default) against the same run
+// with keys and values rounded to bf16 (tests/golden/make_kv_bf16_reference.py), within
+// testing::golden_tolerance(dtype) (golden_fixtures.hpp derives the bf16 one; there greedy is
+// teacher-forced with near-ties allowed). Then batch invariance: EVERY sequence of a mixed batch (decodes,
 // re-prefills, fresh prefills, prefills in chunks of 1, 7 and 64, prefixes shared through the
 // books, forks written copy-on-write) gets bit for bit the logits of its run alone.
 #include <catch2/catch.hpp>
@@ -41,7 +45,10 @@ using testing::Reference;
 template <class Model>
 using Runner = testing::Runner<Model, CpuBackend>;
 
-std::vector<Reference> read_reference(std::string_view fixture) { return testing::read_golden_reference(fixture); }
+std::vector<Reference> read_reference(std::string_view fixture, KVCacheDType kv = KVCacheDType::fp32) {
+  return testing::read_golden_reference(fixture, kv);
+}
+constexpr KVCacheDType kv_dtypes[] = {KVCacheDType::fp32, KVCacheDType::bf16};
 
 template <class F>
 void with_fixture(std::string_view name, F&& f) {
@@ -51,14 +58,45 @@ void with_fixture(std::string_view name, F&& f) {
 }  // namespace
 
 TEST_CASE("forward: logits and greedy continuations equal transformers' on every golden checkpoint", "[forward]") {
-  CpuBackend backend;
+  for (const KVCacheDType kv : kv_dtypes) {
+    CpuBackend backend(0, kv);
+    for (const auto& fixture : testing::golden_fixtures) {
+      const std::vector<Reference> refs = read_reference(fixture.name, kv);
+      with_fixture(fixture.name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
+        static_assert(BackendFor<CpuBackend, Model, block>);
+        Runner<Model> run(weights, config, backend, 64);
+        testing::check_against_reference(run, refs, std::string(fixture.name) + ", " + std::string(to_string(kv)) + " KV cache",
+                                         testing::golden_tolerance(kv));
+      });
+    }
+  }
+}
+
+// The two references are apart by more than the tolerances: in the max by more than the fp32
+// cache's tolerance (so an fp32 check cannot pass with a bf16 cache), in the mean by more than
+// the bf16 cache's (so the bf16 check cannot pass with an fp32 cache). The CPU backend's default
+// cache is bf16.
+TEST_CASE("forward: the bf16 KV reference is another target than the fp32 one", "[forward]") {
+  CHECK(CpuBackend().kv_cache_dtype() == KVCacheDType::bf16);
   for (const auto& fixture : testing::golden_fixtures) {
-    const std::vector<Reference> refs = read_reference(fixture.name);
-    with_fixture(fixture.name, [&]<class Model>(const Weights<Model>& weights, const io::ModelConfig& config) {
-      static_assert(BackendFor<CpuBackend, Model, block>);
-      Runner<Model> run(weights, config, backend, 64);
-      testing::check_against_reference(run, refs, fixture.name);
-    });
+    INFO("fixture " << fixture.name);
+    const std::vector<Reference> fp32 = read_reference(fixture.name), bf16_kv = read_reference(fixture.name, KVCacheDType::bf16);
+    REQUIRE(fp32.size() == bf16_kv.size());
+    for (std::size_t p = 0; p < fp32.size(); ++p) {
+      INFO("prompt " << p);
+      REQUIRE(fp32[p].ids == bf16_kv[p].ids);
+      const auto [lo, hi] = std::minmax_element(fp32[p].logits.begin(), fp32[p].logits.end());
+      double moved = 0, sum = 0;
+      for (std::size_t i = 0; i < fp32[p].logits.size(); ++i) {
+        const double diff = std::abs(static_cast<double>(fp32[p].logits[i]) - bf16_kv[p].logits[i]);
+        moved = std::max(moved, diff);
+        sum += diff;
+      }
+      const double range = *hi - *lo, mean = sum / static_cast<double>(fp32[p].logits.size());
+      INFO("bf16 KV moves the logits by up to " << moved << ", " << mean << " in the mean, of a range of " << range);
+      CHECK(moved > 2 * testing::golden_tolerance(KVCacheDType::fp32).logit_fraction * range);
+      CHECK(mean > 2 * testing::golden_tolerance(KVCacheDType::bf16).mean_fraction * range);
+    }
   }
 }
 
@@ -66,15 +104,18 @@ TEST_CASE("forward: logits and greedy continuations equal transformers' on every
 // tests/demo/make_reference.py), loaded as the tools load it: config.json -> qwen::ToolModels.
 TEST_CASE("forward: the demo checkpoint's logits and greedy continuations equal transformers'", "[forward][demo]") {
   const fs::path dir = QWEN_DEMO_CHECKPOINT;
-  const std::vector<Reference> refs = testing::read_reference(fs::path(QWEN_DEMO_TEST_DIR) / "reference.safetensors", prompts);
   const io::ModelConfig config = io::read_checkpoint_config(dir);
-  CpuBackend backend;
-  dispatch_model<DemoModels>(config, [&]<class Model>() {
-    static_assert(std::is_same_v<Model, Qwen3Model<Dense, shapes::Demo, bf16>>);
-    const auto loaded = load_checkpoint<Model>(dir, config);
-    Runner<Model> run(loaded.weights, config, backend, 64);
-    testing::check_against_reference(run, refs, "demo");
-  });
+  for (const KVCacheDType kv : kv_dtypes) {
+    const std::vector<Reference> refs = testing::read_reference(
+        fs::path(QWEN_DEMO_TEST_DIR) / (kv == KVCacheDType::bf16 ? "reference.kv_bf16.safetensors" : "reference.safetensors"), prompts);
+    CpuBackend backend(0, kv);
+    dispatch_model<DemoModels>(config, [&]<class Model>() {
+      static_assert(std::is_same_v<Model, Qwen3Model<Dense, shapes::Demo, bf16>>);
+      const auto loaded = load_checkpoint<Model>(dir, config);
+      Runner<Model> run(loaded.weights, config, backend, 64);
+      testing::check_against_reference(run, refs, "demo, " + std::string(to_string(kv)) + " KV cache", testing::golden_tolerance(kv));
+    });
+  }
   CHECK(dispatch_model<ToolModels>(config, []<class Model>() { return Model::name(); }) == "Qwen3<Dense, Demo, bf16>");
 }
 
@@ -91,7 +132,8 @@ TEST_CASE("forward: a CpuModel gives the typed forward pass's logits bit for bit
   CHECK(model->config().hidden_size == shapes::Demo::hidden_size);
   CHECK(model->eos_token_ids() == std::vector<std::int64_t>{1000, 1000, 998});  // config.json's, then generation_config.json's
   CHECK(model->kv_blocks() == 24);
-  CHECK(model->kv_bytes_per_token() == std::int64_t{shapes::Demo::num_layers} * 2 * shapes::Demo::num_kv_heads * shapes::Demo::head_dim * 4);
+  // The default cache is bf16: two bytes an element.
+  CHECK(model->kv_bytes_per_token() == std::int64_t{shapes::Demo::num_layers} * 2 * shapes::Demo::num_kv_heads * shapes::Demo::head_dim * 2);
   CHECK(model->limits().vocab_size == shapes::Demo::vocab_size);
   CHECK(model->limits().max_logit_rows == 32);
   REQUIRE(model->pool() != nullptr);

@@ -41,7 +41,9 @@ std::string join(const std::vector<Id>& ids) {
   return s;
 }
 
-std::string model_arg(const std::filesystem::path& dir) { return " --model " + shell_quote(dir.string()); }
+// The references below are transformers' fp32 runs, so the tool runs with an fp32 KV cache; the
+// default (bf16) is checked against the bf16-KV references by its own test.
+std::string model_arg(const std::filesystem::path& dir) { return " --model " + shell_quote(dir.string()) + " --kv-cache-dtype fp32"; }
 std::string fixture_arg(std::string_view fixture) { return model_arg(testing::golden_checkpoint(fixture)); }
 
 // transformers' record of prompt1 (11 tokens) for one golden checkpoint.
@@ -82,7 +84,7 @@ Generation run_json(const std::string& args) {
 }
 
 // The first step's alternatives are the `k` best of log-softmax(transformers' logits), in order.
-void check_first_step_logprobs(const Generation& g, const Reference& ref, std::size_t k) {
+void check_first_step_logprobs(const Generation& g, const Reference& ref, std::size_t k, double tolerance = 1e-4) {
   const auto& last = ref.last_logits;
   const double max = *std::max_element(last.begin(), last.end());
   double sum = 0;
@@ -90,7 +92,8 @@ void check_first_step_logprobs(const Generation& g, const Reference& ref, std::s
   const Alternatives& first = g.logprobs.at(0);
   REQUIRE(first.size() == k);
   CHECK(first[0].first == ref.greedy[0]);
-  for (const auto& [id, logprob] : first) CHECK(std::abs(logprob - (last.at(static_cast<std::size_t>(id)) - max - std::log(sum))) <= 1e-4);
+  for (const auto& [id, logprob] : first)
+    CHECK(std::abs(logprob - (last.at(static_cast<std::size_t>(id)) - max - std::log(sum))) <= tolerance);
   for (std::size_t i = 1; i < first.size(); ++i) CHECK(first[i].second <= first[i - 1].second);
 }
 
@@ -108,6 +111,33 @@ TEST_CASE("generate: greedy tokens and logprobs equal transformers' on every gol
     // Greedy is also the default: no sampling option given.
     CHECK(run_json(args).ids == ref.greedy);
   }
+}
+
+// Without --kv-cache-dtype the cache is bf16: transformers' run with keys and values rounded to
+// bf16 (reference/<name>.kv_bf16.safetensors) is the target, the same tokens, and logprobs within
+// twice the bf16 cache's logit tolerance (golden_fixtures.hpp; a logprob is a logit minus the
+// log-sum-exp, each off by at most that). The default is bf16 and not fp32: the same logprobs as
+// with --kv-cache-dtype bf16, others with fp32.
+TEST_CASE("generate: the default bf16 KV cache gives transformers' tokens and logprobs with a bf16 cache", "[generate]") {
+  for (const auto& fixture : testing::golden_fixtures) {
+    INFO("fixture " << fixture.name);
+    const Reference ref = reference(std::string(fixture.name) + ".kv_bf16");
+    const std::string model = " --model " + shell_quote(testing::golden_checkpoint(fixture.name).string());
+    const std::string args = model + " --prompt-ids " + join(ref.prompt) + " --max-tokens 32 --logprobs 5 --ignore-eos";
+    const Generation g = run_json(args);
+    CHECK(g.ids == ref.greedy);
+    REQUIRE(g.logprobs.size() == 32);
+    const auto [lo, hi] = std::minmax_element(ref.last_logits.begin(), ref.last_logits.end());
+    check_first_step_logprobs(g, ref, 5, 2 * testing::bf16_kv_max_fraction * (*hi - *lo));
+    const Generation explicit_bf16 = run_json(args + " --kv-cache-dtype bf16");
+    CHECK(explicit_bf16.ids == g.ids);
+    CHECK(explicit_bf16.logprobs == g.logprobs);
+    CHECK(run_json(args + " --kv-cache-dtype fp32").logprobs != g.logprobs);
+  }
+  const auto r = generate(" --model " + shell_quote(testing::golden_checkpoint("dense_tied").string()) + " --prompt-ids 1 --kv-cache-dtype fp16");
+  CHECK(r.status != 0);
+  CHECK(r.err.find("--kv-cache-dtype") != std::string::npos);
+  CHECK(r.err.find("fp16") != std::string::npos);
 }
 
 TEST_CASE("generate: stops at an end-of-sequence token unless told not to", "[generate]") {

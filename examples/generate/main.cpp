@@ -10,7 +10,7 @@
 //      [--temperature T] [--top-k K] [--top-p P] [--min-p P] [--presence-penalty X]
 //      [--frequency-penalty X] [--repetition-penalty R] [--min-tokens N] [--seed S]
 //      [--logit-bias ID=BIAS]... [--use-generation-config]
-//      [--threads N] [--max-num-seqs N] [--max-num-batched-tokens N] [--kv-cache-memory SIZE]
+//      [--threads N] [--kv-cache-dtype bf16|fp32] [--max-num-seqs N] [--max-num-batched-tokens N] [--kv-cache-memory SIZE]
 //      [--max-model-len N] [--no-enable-prefix-caching]
 //
 // docs/generate.md describes every option, the output of each form, the JSONL format and the
@@ -320,6 +320,8 @@ int main(int argc, char** argv) {
   app.add_option("--logit-bias", opt.logit_bias, "ID=BIAS: add BIAS (in [-100, 100]) to token ID's logit (repeatable)")
       ->allow_extra_args(false);
   app.add_option("--threads", opt.threads, "worker threads (0 = all cores)");
+  app.add_option("--kv-cache-dtype", opt.kv_cache_dtype, "element of the KV cache: bf16 (the default) or fp32 (twice the memory)")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
   app.add_option("--max-num-seqs", opt.max_num_seqs, "sequences running at once (default 64)");
   app.add_option("--max-num-batched-tokens", opt.max_num_batched_tokens, "tokens in one forward step (default 512)");
   app.add_option("--kv-cache-memory", opt.kv_cache_memory,

@@ -43,6 +43,7 @@ struct Options {
   std::optional<std::string> seed;  // parsed by parse_seed: CLI11 would wrap "-1" to 2^64 - 1
   // The engine.
   unsigned threads = 0;
+  std::string kv_cache_dtype = "bf16";
   int max_num_seqs = 64;
   std::int64_t max_num_batched_tokens = 512;
   std::optional<std::string> kv_cache_memory;
@@ -165,6 +166,7 @@ inline std::pair<std::int32_t, float> parse_logit_bias(const std::string& text) 
 inline qwen::engine::LLMOptions llm_options(const Options& opt) {
   qwen::engine::LLMOptions o;
   o.threads = opt.threads;
+  o.kv_cache_dtype = qwen::parse_kv_cache_dtype(opt.kv_cache_dtype);
   o.engine.max_num_seqs = opt.max_num_seqs;
   o.engine.max_num_batched_tokens = opt.max_num_batched_tokens;
   o.engine.max_model_len = opt.max_model_len;

@@ -97,12 +97,14 @@ int main(int argc, char** argv) {
       llm.engine.kv_cache_bytes = options.kv_cache_bytes;
       llm.engine.enable_prefix_caching = options.enable_prefix_caching;
       llm.threads = options.threads;
+      llm.kv_cache_dtype = qwen::parse_kv_cache_dtype(options.kv_cache_dtype);
       std::unique_ptr<ModelHost> host = load_model(options.model, config, llm);
       const ServeEngine& engine = host->engine();
-      std::printf("qwen-serve: ready: %s, context %lld tokens, KV cache %lld tokens (%lld blocks of %d, %.1f MiB), max %d sequences, "
+      std::printf("qwen-serve: ready: %s, context %lld tokens, KV cache %lld tokens (%lld blocks of %d, %.1f MiB, %s), max %d sequences, "
                   "CPU kernels %s%s%s\n",
                   model_type.c_str(), static_cast<long long>(engine.max_model_len()), static_cast<long long>(engine.kv_tokens()),
                   static_cast<long long>(engine.kv_blocks()), kv_block_size, static_cast<double>(engine.kv_cache_bytes()) / (1 << 20),
+                  options.kv_cache_dtype.c_str(),
                   options.max_num_seqs, std::string(qwen::CpuBackend::isa()).c_str(), host->tokenizer() ? "" : " (no tokenizer: token ids only)",
                   host->chat_template() ? "" : " (no chat template: no chat requests)");
       std::fflush(stdout);

@@ -36,6 +36,7 @@ struct ServerOptions {
   std::int64_t max_num_batched_tokens = 512;
   std::int64_t kv_cache_bytes = 0;        // 0: the engine's default
   unsigned threads = 0;                   // CPU threads for the forward pass; 0: every core
+  std::string kv_cache_dtype = "bf16";    // the KV cache's element: bf16 or fp32
   bool enable_prefix_caching = true;
   int max_waiting_requests = 256;         // sequences waiting beyond max_num_seqs before 503
   std::size_t max_body_bytes = std::size_t{32} << 20;
@@ -83,6 +84,8 @@ inline ServerOptions parse_options(CLI::App& app, int argc, char** argv) {
   app.add_option("--max-num-batched-tokens", o.max_num_batched_tokens, "tokens in one step")->capture_default_str()->check(CLI::Range(std::int64_t{1}, std::int64_t{1} << 24));
   app.add_option("--kv-cache-memory", kv_cache_memory, "KV cache size in bytes, e.g. 2G (default: max-num-seqs full contexts, at most half the free memory)");
   app.add_option("--threads", o.threads, "CPU threads for the forward pass (default: every core)");
+  app.add_option("--kv-cache-dtype", o.kv_cache_dtype, "element of the KV cache: bf16 or fp32 (twice the memory)")
+      ->capture_default_str()->check(CLI::IsMember({"bf16", "fp32"}));
   app.add_flag("--no-enable-prefix-caching", no_prefix_caching, "turn off reuse of cached prompt blocks");
   app.add_option("--max-waiting-requests", o.max_waiting_requests, "sequences allowed to wait beyond max-num-seqs; more get 503")->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--max-body-bytes", o.max_body_bytes, "largest request body; larger ones get 413")->capture_default_str()->check(CLI::Range(std::size_t{1024}, std::size_t{1} << 32));

@@ -13,7 +13,8 @@
 //                               p % block_size of block indices[indptr[s] + p / block_size].
 //                               A table must cover every position read; two tables may name
 //                               the same block (a shared prefix).
-//   kv: one layer's pools, key and value [num_blocks][block_size][num_kv_heads][HeadDim]. The
+//   kv: one layer's pools, key and value [num_blocks][block_size][num_kv_heads][HeadDim] of fp32
+//       or bf16 (PagedKVLayer<T>; the scores and sums are fp32 either way, bf16 read exactly). The
 //       K/V of every position a token reads, its own included, is already written; nothing
 //       else of the pools is read (unwritten slots may hold anything, NaN included).
 //   Query head h uses KV head h / Group.
@@ -53,6 +54,7 @@
 #include <cstdint>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include <qwen/kernels/cpu/simd.hpp>
@@ -60,13 +62,17 @@
 #include <qwen/kernels/cpu/unroll.hpp>
 
 #include "qwen/core/error.hpp"
+#include "qwen/core/numeric.hpp"
 
 namespace qwen::kernels::cpu {
 
-// One layer's pools: key, value [num_blocks][block_size][num_kv_heads][HeadDim] fp32.
+// One layer's pools: key, value [num_blocks][block_size][num_kv_heads][HeadDim] of T (float or
+// bf16).
+template <class T>
 struct PagedKVLayer {
-  const float* key = nullptr;
-  const float* value = nullptr;
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "PagedKVLayer: the element type is float or bf16");
+  const T* key = nullptr;
+  const T* value = nullptr;
   int num_blocks = 0;
   int block_size = 0;
   int num_kv_heads = 0;
@@ -126,9 +132,9 @@ struct Scratch {
 };
 
 // scores[g][s] = scale * q[g] . k[s] for the Group query heads q_group ([Group][HeadDim]) and
-// n <= tile rows of K `stride` floats apart; lanes n .. tile-1 are -inf.
-template <int HeadDim, int Group>
-void tile_scores(const float* q_group, const float* k_rows, std::size_t stride, int n, float scale, float* scores) {
+// n <= tile rows of K `stride` elements apart; lanes n .. tile-1 are -inf.
+template <int HeadDim, int Group, class T>
+void tile_scores(const float* q_group, const T* k_rows, std::size_t stride, int n, float scale, float* scores) {
   using S = Simd;
   using V = typename S::V;
   constexpr int chunks = HeadDim / S::width;
@@ -138,7 +144,7 @@ void tile_scores(const float* q_group, const float* k_rows, std::size_t stride, 
     for (int c = 0; c < chunks; ++c) qv[c] = S::load(q_group + static_cast<std::size_t>(g) * HeadDim + c * S::width);
     V rows[tile];
     for (int s = 0; s < n; ++s) {
-      const float* k = k_rows + static_cast<std::size_t>(s) * stride;
+      const T* k = k_rows + static_cast<std::size_t>(s) * stride;
       V sums[2] = {S::zero(), S::zero()};  // even / odd chunks: half the FMA dependency chain
       QWEN_UNROLL(32)
       for (int c = 0; c < chunks; ++c) sums[c & 1] = S::fmadd(qv[c], S::load(k + c * S::width), sums[c & 1]);
@@ -156,8 +162,8 @@ void tile_scores(const float* q_group, const float* k_rows, std::size_t stride, 
 // probabilities against the new running max, the running sum and accumulator are rescaled by
 // exp(old max - new max), and p * v is added. running_max / running_sum: [Group],
 // acc: [Group][HeadDim], scores: [Group][tile].
-template <int HeadDim, int Group>
-void tile_update(const float* v_rows, std::size_t stride, int n, float* scores, float* running_max, float* running_sum,
+template <int HeadDim, int Group, class T>
+void tile_update(const T* v_rows, std::size_t stride, int n, float* scores, float* running_max, float* running_sum,
                  float* acc) {
   using S = Simd;
   using V = typename S::V;
@@ -184,7 +190,7 @@ void tile_update(const float* v_rows, std::size_t stride, int n, float* scores, 
     QWEN_UNROLL(32)
     for (int c = 0; c < chunks; ++c) o[c] = S::mul(S::load(acc_g + c * S::width), S::set1(alpha));
     for (int s = 0; s < n; ++s) {  // only the n valid rows: the rest of the block may hold anything
-      const float* v = v_rows + static_cast<std::size_t>(s) * stride;
+      const T* v = v_rows + static_cast<std::size_t>(s) * stride;
       const V ps = S::set1(p[s]);
       QWEN_UNROLL(32)
       for (int c = 0; c < chunks; ++c) o[c] = S::fmadd(ps, S::load(v + c * S::width), o[c]);
@@ -197,8 +203,8 @@ void tile_update(const float* v_rows, std::size_t stride, int n, float* scores, 
 // One run: KV heads [head_begin, head_end) of one query group. Tiles are the outer loop (so a
 // tile's rows of the run's KV heads, contiguous in the pool, are read together), then KV heads,
 // then the group's tokens, which reuse the tile's K/V rows from L1.
-template <int HeadDim, int Group>
-void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer& kv, const QueryGroup& query_group,
+template <int HeadDim, int Group, class T>
+void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer<T>& kv, const QueryGroup& query_group,
                 int head_begin, int head_end, float scale, float* out, Scratch<Group>& scratch) {
   const auto first_token = static_cast<std::size_t>(query_group.first_token);
   const auto tokens = static_cast<std::size_t>(query_group.num_tokens);
@@ -213,7 +219,7 @@ void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer
     }
   const int max_length = query_group.max_length;
   const std::int32_t* table = query_group.block_table;
-  const std::size_t stride = static_cast<std::size_t>(kv.num_kv_heads) * HeadDim;  // floats between positions
+  const std::size_t stride = static_cast<std::size_t>(kv.num_kv_heads) * HeadDim;  // elements between positions
   const int bs = kv.block_size;
   // Tiles in logical order: block b, slots [s0, s0 + tile) with s0 a multiple of `tile`.
   for (int b = 0; b * bs < max_length; ++b) {
@@ -229,9 +235,9 @@ void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer
           if (first >= length) continue;
           const int n = std::min({tile, bs - s0, length - first});
           const std::size_t state = j * heads + q_head;
-          tile_scores<HeadDim, Group>(q + ((first_token + j) * heads + q_head) * HeadDim, kv.key + offset, stride, n,
+          tile_scores<HeadDim, Group, T>(q + ((first_token + j) * heads + q_head) * HeadDim, kv.key + offset, stride, n,
                                       scale, scratch.scores);
-          tile_update<HeadDim, Group>(kv.value + offset, stride, n, scratch.scores, scratch.running_max.data() + state,
+          tile_update<HeadDim, Group, T>(kv.value + offset, stride, n, scratch.scores, scratch.running_max.data() + state,
                                       scratch.running_sum.data() + state, scratch.acc.data() + state * HeadDim);
         }
       }
@@ -392,7 +398,8 @@ class PagedAttention {
   // Once per layer: out[t, h] for the planned batch. q, out: [n_tokens, num_heads(), HeadDim].
   // kv must have the planned num_blocks and block_size and the constructor's num_kv_heads.
   // One run at a time per object (the scratch is the object's).
-  void run(const float* q, const PagedKVLayer& kv, float scale, float* out) {
+  template <class T>
+  void run(const float* q, const PagedKVLayer<T>& kv, float scale, float* out) {
     using namespace attention_detail;
     if (!planned_) throw_error<InvalidArgument>("PagedAttention::run: no batch is planned (call plan first)");
     if (kv.key == nullptr || kv.value == nullptr) throw_error<InvalidArgument>("PagedAttention::run: null K or V pool");
@@ -416,7 +423,7 @@ class PagedAttention {
           const auto g = static_cast<std::size_t>(i / kv_heads);
           const int head_begin = static_cast<int>(i % kv_heads);
           const int head_end = static_cast<int>(std::min<std::int64_t>(kv_heads, head_begin + (end - i)));
-          attend_run<HeadDim, Group>(q, position_.data(), kv, groups_[g], head_begin, head_end, scale, out, scratch);
+          attend_run<HeadDim, Group, T>(q, position_.data(), kv, groups_[g], head_begin, head_end, scale, out, scratch);
           i += head_end - head_begin;
         }
       }
@@ -444,8 +451,8 @@ class PagedAttention {
 
 // Convenience for tests and one-off calls: plan + run with a temporary PagedAttention (which
 // allocates). A forward pass keeps one PagedAttention and plans once per step instead.
-template <int HeadDim, int Group>
-void paged_attention(const float* q, const PagedAttentionBatch& batch, const PagedKVLayer& kv, float scale, float* out,
+template <int HeadDim, int Group, class T>
+void paged_attention(const float* q, const PagedAttentionBatch& batch, const PagedKVLayer<T>& kv, float scale, float* out,
                      ThreadPool& pool) {
   const auto n_tokens = static_cast<std::int64_t>(batch.position.size());
   const std::size_t tables = batch.block_table_indptr.empty() ? 0 : batch.block_table_indptr.size() - 1;
@@ -459,9 +466,16 @@ void paged_attention(const float* q, const PagedAttentionBatch& batch, const Pag
 // The oracle, runtime shape: per token, gather positions 0 .. position of its sequence through
 // the block table into contiguous K / V arrays, then scores, softmax and weighted sum in double.
 // q, out: [n_tokens, num_heads, head_dim]; kv's pools [num_blocks][block_size][num_kv_heads][head_dim].
-inline void paged_attention_reference(const float* q, int num_heads, int head_dim, const PagedAttentionBatch& batch,
-                                      const PagedKVLayer& kv, float scale, float* out) {
+template <class T>
+void paged_attention_reference(const float* q, int num_heads, int head_dim, const PagedAttentionBatch& batch,
+                               const PagedKVLayer<T>& kv, float scale, float* out) {
   constexpr const char* op = "paged_attention_reference";
+  const auto to_double = [](T x) {
+    if constexpr (std::is_same_v<T, bf16>)
+      return static_cast<double>(x.to_float());
+    else
+      return static_cast<double>(x);
+  };
   if (head_dim <= 0) throw_error<InvalidArgument>(op, ": head_dim ", head_dim, " must be positive");
   if (kv.key == nullptr || kv.value == nullptr || kv.num_kv_heads <= 0)
     throw_error<InvalidArgument>(op, ": null K or V pool, or num_kv_heads ", kv.num_kv_heads);
@@ -488,8 +502,8 @@ inline void paged_attention_reference(const float* q, int num_heads, int head_di
     for (std::size_t p = 0; p < length; ++p) {
       const std::size_t row = static_cast<std::size_t>(table[p / bs]) * bs + p % bs;
       for (std::size_t i = 0; i < slot; ++i) {
-        keys[p * slot + i] = kv.key[row * slot + i];
-        values[p * slot + i] = kv.value[row * slot + i];
+        keys[p * slot + i] = to_double(kv.key[row * slot + i]);
+        values[p * slot + i] = to_double(kv.value[row * slot + i]);
       }
     }
     for (std::size_t h = 0; h < static_cast<std::size_t>(num_heads); ++h) {

@@ -178,7 +178,7 @@ std::vector<float> reference(const Scenario& sc, const Pools<KV>& pools, const s
   const int num_heads = sc.num_kv_heads * Group;
   const std::vector<std::int32_t> indptr = sc.indptr(), indices = sc.indices();
   const cpu::PagedAttentionBatch batch{sc.sequence_of_token, sc.position, indptr, indices};
-  const cpu::PagedKVLayer kv{pools.key_f.data(), pools.value_f.data(), sc.num_blocks, sc.block_size, sc.num_kv_heads};
+  const cpu::PagedKVLayer<float> kv{pools.key_f.data(), pools.value_f.data(), sc.num_blocks, sc.block_size, sc.num_kv_heads};
   std::vector<float> out(q.size(), nan_f);
   cpu::paged_attention_reference(q.data(), num_heads, HeadDim, batch, kv, attention_scale(HeadDim), out.data());
   return out;

@@ -39,8 +39,8 @@ namespace {
 static_assert(BackendFor<CudaBackend, Qwen3Model<Dense, shapes::TinyDenseTied, bf16>, testing::forward_block>);
 static_assert(BackendFor<BasicCudaBackend<float>, Qwen3Model<Dense, shapes::TinyDense, float>, testing::forward_block>);
 // The engine sizes a CUDA KV pool in bf16, two bytes an element.
-static_assert(std::is_same_v<engine::kv_element_of<CudaBackend>::type, bf16>);
-static_assert(std::is_same_v<engine::kv_element_of<BasicCudaBackend<float>>::type, float>);
+static_assert(CudaBackend::kv_element_bytes() == 2);
+static_assert(BasicCudaBackend<float>::kv_element_bytes() == 4);
 static_assert(BackendFusesQkNormRope<CudaBackend, Qwen3Model<Dense, shapes::TinyDense, bf16>, testing::forward_block>);
 
 std::vector<testing::Reference> read_reference(std::string_view fixture) { return testing::read_golden_reference(fixture); }

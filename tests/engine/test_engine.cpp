@@ -18,6 +18,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <qwen/chat/reasoning_parser.hpp>
@@ -48,6 +49,7 @@ std::vector<Golden> golden_prompts() {
 LLMOptions options(int max_num_seqs = 8, std::int64_t batched = 64, std::int64_t kv_bytes = 0, bool prefix = true) {
   LLMOptions o;
   o.threads = 2;
+  o.kv_cache_dtype = KVCacheDType::fp32;  // the golden references are transformers' fp32 runs
   o.engine.max_num_seqs = max_num_seqs;
   o.engine.max_num_batched_tokens = batched;
   o.engine.kv_cache_bytes = kv_bytes;
@@ -227,7 +229,7 @@ TEST_CASE("engine: preemption on a pool of a few blocks finishes every request w
     requests.push_back(token_request(random_ids(rng, 20 + 7 * i), p));
   }
   // 8 blocks of 16 positions: one request alone needs up to 6.
-  const std::int64_t block_bytes = kv_bytes_per_token<Model>() * 16;
+  const std::int64_t block_bytes = kv_bytes_per_token<Model>(4) * 16;
   LLM<Model> tight(kCheckpoint, options(6, 64, 8 * block_bytes));
   REQUIRE(tight.engine().kv_blocks() == 8);
   const auto squeezed = run_checked(tight, requests);
@@ -414,7 +416,7 @@ TEST_CASE("engine: random stress of requests, n, stops, seeds, cancels and bad p
 #else
   const int total = 1000;
 #endif
-  const std::int64_t block_bytes = kv_bytes_per_token<Model>() * 16;
+  const std::int64_t block_bytes = kv_bytes_per_token<Model>(4) * 16;
   LLM<Model> llm(kCheckpoint, options(8, 96, 24 * block_bytes));  // 24 blocks: preemption happens
   auto& engine = llm.engine();
   std::mt19937 rng(2024);
@@ -559,20 +561,19 @@ TEST_CASE("engine: chat deltas equal the parsers on the whole text; thinking off
   CHECK(with_think_tag_off > 0);  // thinking off: a "<think>" in the output is content
 }
 
-// The KV pool is sized in the backend's own element: fp32 on the CPU, bf16 where a backend says so
-// (CudaBackend's KVElement), so the same kv_cache_bytes holds twice the blocks there.
-namespace {
-struct Bf16KVBackend {
-  using KVElement = bf16;
-};
-}  // namespace
-
+// The KV pool is sized in the backend's own element (its kv_element_bytes()): the same
+// kv_cache_bytes holds twice the blocks in bf16 (the CPU default, and CudaBackend's) as in fp32.
 TEST_CASE("the KV bytes per token follow the backend's KV element", "[engine]") {
-  static_assert(std::is_same_v<kv_element_of<CpuBackend>::type, float>);
-  static_assert(std::is_same_v<kv_element_of<Bf16KVBackend>::type, bf16>);
   constexpr std::int64_t per_token = std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim;
-  STATIC_REQUIRE(kv_bytes_per_token<Model>() == per_token * 4);
-  STATIC_REQUIRE(kv_bytes_per_token<Model, bf16>() == per_token * 2);
-  LLM<Model> llm(kCheckpoint, options());
-  CHECK(llm.engine().kv_cache_bytes() == llm.engine().kv_tokens() * per_token * 4);
+  STATIC_REQUIRE(kv_bytes_per_token<Model>(4) == per_token * 4);
+  STATIC_REQUIRE(kv_bytes_per_token<Model>(2) == per_token * 2);
+  CHECK(LLMOptions{}.kv_cache_dtype == KVCacheDType::bf16);
+  for (const auto& [dtype, bytes, blocks] : {std::tuple{KVCacheDType::fp32, 4, 10}, std::tuple{KVCacheDType::bf16, 2, 20}}) {
+    INFO(to_string(dtype));
+    LLMOptions o = options(4, 64, 10 * per_token * 4 * 16);  // ten fp32 blocks of 16 positions
+    o.kv_cache_dtype = dtype;
+    LLM<Model> llm(kCheckpoint, o);
+    CHECK(llm.engine().kv_blocks() == blocks);
+    CHECK(llm.engine().kv_cache_bytes() == llm.engine().kv_tokens() * per_token * bytes);
+  }
 }

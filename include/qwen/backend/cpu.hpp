@@ -6,7 +6,9 @@
 //                its largest step; ops never allocate.
 //   weights      views into the checkpoint's mapping (zero copy), typed by the model's weight
 //                type at placement; FP8 block scales are converted once and kept here.
-//   KV cache     PagedKV<BlockSize> (qwen/kv/paged_kv.hpp): fp32 pools, storage only.
+//   KV cache     PagedKV<BlockSize> (qwen/kv/paged_kv.hpp): pools of bf16 (the default) or fp32,
+//                chosen when the backend is made; storage only. write_kv rounds to bf16 there,
+//                the attention reads either (one branch per layer on the cache's dtype).
 //   logits       a Buffer<float>; copy_to_host is a memcpy.
 //   step plan    prepare() keeps a pointer to the host StepPlan (a view, no upload), runs the
 //                plan's block copies, plans the attention's work split and computes the step's
@@ -66,12 +68,19 @@ class CpuBackend {
   template <int BlockSize>
   using KVCache = PagedKV<BlockSize>;
 
-  // threads: 0 = every core. Each thread's Linear scratch is allocated here, not in a step.
-  explicit CpuBackend(unsigned threads = 0) : pool_(threads) { kernels::cpu::reserve_linear_scratch(pool_); }
+  // threads: 0 = every core. kv_cache_dtype: the element of the KV caches it makes. Each
+  // thread's Linear scratch is allocated here, not in a step.
+  explicit CpuBackend(unsigned threads = 0, KVCacheDType kv_cache_dtype = KVCacheDType::bf16)
+      : pool_(threads), kv_cache_dtype_(kv_cache_dtype) {
+    kernels::cpu::reserve_linear_scratch(pool_);
+  }
   CpuBackend(const CpuBackend&) = delete;
   CpuBackend& operator=(const CpuBackend&) = delete;
 
   [[nodiscard]] kernels::cpu::ThreadPool& pool() noexcept { return pool_; }
+  [[nodiscard]] KVCacheDType kv_cache_dtype() const noexcept { return kv_cache_dtype_; }
+  // Bytes of one K or V element in the caches this backend makes (the engine sizes its pool by it).
+  [[nodiscard]] std::int64_t kv_element_bytes() const noexcept { return element_bytes(kv_cache_dtype_); }
   // The vector level the CPU kernels were compiled for in this translation unit: "avx512",
   // "avx2" or "portable" (kernels/cpu/simd.hpp; chosen by the compile target, e.g. -march=native
   // or linking qwen::native).
@@ -98,7 +107,7 @@ class CpuBackend {
 
   template <int BlockSize>
   [[nodiscard]] KVCache<BlockSize> make_kv_cache(int num_layers, int num_kv_heads, int head_dim, int num_blocks) {
-    return KVCache<BlockSize>(num_layers, num_kv_heads, head_dim, num_blocks);
+    return KVCache<BlockSize>(num_layers, num_kv_heads, head_dim, num_blocks, kv_cache_dtype_);
   }
 
   // ---- weight placement: the one dtype dispatch, at load ----
@@ -225,7 +234,8 @@ class CpuBackend {
     });
   }
 
-  // Stores each token's K and V ([n, kv_heads * head_dim]) at its planned slot of `layer`.
+  // Stores each token's K and V ([n, kv_heads * head_dim]) at its planned slot of `layer`, in the
+  // cache's element (bf16: rounded to nearest, ties to even).
   template <Qwen3Type Model, int BlockSize>
   void write_kv(const Step<Model>& step, KVCache<BlockSize>& kv, int layer, const float* k, const float* v) {
     const auto& slots = step.plan_->kv_slot;
@@ -236,8 +246,10 @@ class CpuBackend {
   // out[n, heads, head_dim]: causal attention of each token over its own sequence's cache.
   template <Qwen3Type Model, int BlockSize>
   void attention(Step<Model>& step, const KVCache<BlockSize>& kv, int layer, const float* q, float scale, float* out) {
-    const kernels::cpu::PagedKVLayer view{kv.key_pool(layer), kv.value_pool(layer), kv.num_blocks(), BlockSize, Model::num_kv_heads};
-    step.attention_.run(q, view, scale, out);
+    if (kv.dtype() == KVCacheDType::bf16)
+      step.attention_.run(q, layer_view<bf16>(kv, layer, Model::num_kv_heads), scale, out);
+    else
+      step.attention_.run(q, layer_view<float>(kv, layer, Model::num_kv_heads), scale, out);
   }
 
   void silu_mul(const float* gate, const float* up, float* out, std::int64_t count) {
@@ -306,6 +318,10 @@ class CpuBackend {
   }
 
  private:
+  template <class T, int BlockSize>
+  static kernels::cpu::PagedKVLayer<T> layer_view(const KVCache<BlockSize>& kv, int layer, int num_kv_heads) {
+    return {kv.template key_pool<T>(layer), kv.template value_pool<T>(layer), kv.num_blocks(), BlockSize, num_kv_heads};
+  }
   template <class T>
   static constexpr DType dtype_of() {
     if constexpr (std::is_same_v<T, float>)
@@ -315,6 +331,7 @@ class CpuBackend {
   }
 
   kernels::cpu::ThreadPool pool_;
+  KVCacheDType kv_cache_dtype_;
   std::deque<kernels::cpu::Fp8Scales> fp8_scales_;  // the placed FP8 weights' converted scales
 };
 

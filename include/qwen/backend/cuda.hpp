@@ -295,6 +295,8 @@ class BasicCudaBackend {
   [[nodiscard]] cudaStream_t stream() const noexcept { return stream_.get(); }
   [[nodiscard]] const std::string& device_name() const noexcept { return device_.name(); }
   [[nodiscard]] std::int64_t placed_weight_bytes() const noexcept { return placed_bytes_; }
+  // Bytes of one K or V element in the caches this backend makes (the engine sizes its pool by it).
+  [[nodiscard]] static constexpr std::int64_t kv_element_bytes() noexcept { return sizeof(KV); }
   void synchronize() const { cuda_detail::check(cudaStreamSynchronize(stream_.get()), "a step's kernels"); }
 
   // ---- memory ----

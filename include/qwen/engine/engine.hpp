@@ -160,14 +160,15 @@ template <class Model, class BackendT, int BlockSize>
 class ForwardStep final : public StepModel {
  public:
   ForwardStep(const Weights<Model>& weights, const io::ModelConfig& config, BackendT& backend, const EngineOptions& o)
-      : blocks_(kv_pool_blocks(checked_engine_options(o), config.max_position_embeddings, bytes_per_token, BlockSize)),
+      : bytes_per_token_(engine::kv_bytes_per_token<Model>(backend.kv_element_bytes())),
+        blocks_(kv_pool_blocks(checked_engine_options(o), config.max_position_embeddings, bytes_per_token_, BlockSize)),
         backend_(backend),
         forward_(weights, config, backend,
                  {.max_tokens = o.max_num_batched_tokens, .max_sequences = o.max_num_seqs, .kv_blocks = blocks_,
                   .max_logit_rows = o.max_num_seqs}) {}
   [[nodiscard]] const StepLimits& limits() const noexcept override { return forward_.limits(); }
   [[nodiscard]] int kv_blocks() const noexcept override { return blocks_; }
-  [[nodiscard]] std::int64_t kv_bytes_per_token() const noexcept override { return bytes_per_token; }
+  [[nodiscard]] std::int64_t kv_bytes_per_token() const noexcept override { return bytes_per_token_; }
   void run(const StepPlan& plan, std::vector<float>& logits) override { forward_.run(plan, logits); }
   [[nodiscard]] kernels::cpu::ThreadPool* pool() noexcept override {
     if constexpr (requires { backend_.pool(); }) return &backend_.pool();
@@ -175,8 +176,8 @@ class ForwardStep final : public StepModel {
   }
 
  private:
-  // The backend's own KV element: the pool holds kv_cache_bytes / (this * BlockSize) blocks.
-  static constexpr std::int64_t bytes_per_token = engine::kv_bytes_per_token<Model, typename kv_element_of<BackendT>::type>();
+  // In the backend's own KV element: the pool holds kv_cache_bytes / (this * BlockSize) blocks.
+  std::int64_t bytes_per_token_;
   int blocks_;
   BackendT& backend_;
   Qwen3Forward<Model, BackendT, BlockSize> forward_;

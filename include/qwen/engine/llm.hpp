@@ -33,6 +33,7 @@ namespace qwen::engine {
 struct LLMOptions {
   EngineOptions engine;
   unsigned threads = 0;  // CPU backend threads; 0: every core
+  KVCacheDType kv_cache_dtype = KVCacheDType::bf16;  // the KV cache's element (fp32: twice the bytes)
 };
 
 // The checkpoint's suggested sampling (generation_config.json, as vLLM's default
@@ -57,7 +58,7 @@ class LLM {
   // With config.json already read (io::read_checkpoint_config).
   LLM(const std::filesystem::path& dir, io::ModelConfig config, const LLMOptions& options)
       : loaded_(load_checkpoint<Model>(dir, std::move(config))),
-        backend_(options.threads),
+        backend_(options.threads, options.kv_cache_dtype),
         tokenizer_(load_tokenizer(dir)),
         chat_template_(load_template(dir)),
         engine_(make_step_model<Model, CpuBackend, BlockSize>(loaded_.weights, loaded_.config, backend_, options.engine), options.engine,

@@ -12,23 +12,13 @@ class ThreadPool;
 
 namespace qwen::engine {
 
-// KV bytes per position for a model on a backend that stores K and V as KVElement: float on the
-// CPU backend, bf16 on CudaBackend (its KVElement).
-template <class Model, class KVElement = float>
-[[nodiscard]] constexpr std::int64_t kv_bytes_per_token() noexcept {
-  return std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim * static_cast<std::int64_t>(sizeof(KVElement));
+// KV bytes per position for a model whose cache stores K and V in elements of `element_bytes`
+// bytes (the backend's kv_element_bytes(): 2 for bf16, CpuBackend's default and CudaBackend's;
+// 4 for fp32).
+template <class Model>
+[[nodiscard]] constexpr std::int64_t kv_bytes_per_token(std::int64_t element_bytes) noexcept {
+  return std::int64_t{Model::num_layers} * 2 * Model::num_kv_heads * Model::head_dim * element_bytes;
 }
-
-// The element a backend stores K and V as: its KVElement, float when it names none (CpuBackend).
-template <class BackendT>
-struct kv_element_of {
-  using type = float;
-};
-template <class BackendT>
-  requires requires { typename BackendT::KVElement; }
-struct kv_element_of<BackendT> {
-  using type = typename BackendT::KVElement;
-};
 
 // A step plan in, rows of logits on the host out. The virtual call hides the model type, so the
 // engine is compiled once per block size, not once per model (a tool that dispatches over every

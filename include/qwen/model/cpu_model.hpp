@@ -15,7 +15,8 @@
 //   ... qwen::plan_step(books, chunks, model->limits(), plan); model->run(plan, logits); ...
 //
 // The plan must come from a BlockManager<cpu_model_block_size> over kv_blocks() blocks. This header
-// includes only the step plan's (qwen/model/step.hpp); no kernel, JSON or safetensors code.
+// includes only the step plan's (qwen/model/step.hpp) and the KV dtype's; no kernel, JSON or
+// safetensors code.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "qwen/engine/step_model.hpp"
+#include "qwen/kv/kv_cache_dtype.hpp"
 #include "qwen/model/step.hpp"
 
 namespace qwen {
@@ -39,6 +41,7 @@ inline constexpr int cpu_model_block_size = 16;
 struct CpuModelOptions {
   ForwardOptions forward;  // the largest step and the KV pool (kv_blocks > 0)
   unsigned threads = 0;    // CPU backend threads; 0: every core
+  KVCacheDType kv_cache_dtype = KVCacheDType::bf16;  // the KV cache's element (fp32: twice the bytes)
 };
 
 class CpuModel : public engine::StepModel {

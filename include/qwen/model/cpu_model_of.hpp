@@ -30,14 +30,14 @@ class CpuModelOf final : public CpuModel {
  public:
   CpuModelOf(const std::filesystem::path& dir, io::ModelConfig config, const CpuModelOptions& options)
       : loaded_(load_checkpoint<Model>(dir, std::move(config))),
-        backend_(options.threads),
+        backend_(options.threads, options.kv_cache_dtype),
         forward_(loaded_.weights, loaded_.config, backend_, options.forward),
         name_(Model::name()),
         eos_(qwen::eos_token_ids(loaded_)) {}
 
   [[nodiscard]] const StepLimits& limits() const noexcept override { return forward_.limits(); }
   [[nodiscard]] int kv_blocks() const noexcept override { return forward_.kv_cache().num_blocks(); }
-  [[nodiscard]] std::int64_t kv_bytes_per_token() const noexcept override { return engine::kv_bytes_per_token<Model>(); }
+  [[nodiscard]] std::int64_t kv_bytes_per_token() const noexcept override { return engine::kv_bytes_per_token<Model>(backend_.kv_element_bytes()); }
   void run(const StepPlan& plan, std::vector<float>& logits) override { forward_.run(plan, logits); }
   [[nodiscard]] kernels::cpu::ThreadPool* pool() noexcept override { return &backend_.pool(); }
 
