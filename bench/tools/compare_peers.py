@@ -9,7 +9,8 @@ Steps, each skipped when its output is already under build/peers/:
      llama-simple built with cmake (GGML_NATIVE), and the checkpoint converted to GGUF bf16 and
      f16 with its convert_hf_to_gguf.py (gguf-py on PYTHONPATH);
   3. proof that every engine runs the same weights: greedy continuations of one prompt from
-     transformers (fp32), qwen-generate and llama-simple (bf16 GGUF) compared token by token
+     transformers (fp32), qwen-generate (with an fp32 KV cache, as transformers keeps) and
+     llama-simple (bf16 GGUF) compared token by token
      (as text for llama-simple, which takes text), and the first position's five most likely
      tokens with their log-probabilities from transformers and qwen-generate;
   4. waits until the 1-minute load average is below --max-load (up to --wait seconds) and
@@ -17,7 +18,8 @@ Steps, each skipped when its output is already under build/peers/:
   5. in one window: llama-bench (bf16, f16: -p 512, -n 64 at depth 0 and at each context),
      transformers bf16 and fp32 (prefill 512 with logits_to_keep=1; decode: one-token forwards
      after a cache of each context), qwen-bench-model (Prefill/0.6B/512, Decode/0.6B,
-     DecodeContext/0.6B, DecodeBatch/0.6B): medians of --reps;
+     DecodeContext/0.6B with the KV cache in bf16, its default, and in fp32, DecodeBatch/0.6B):
+     medians of --reps;
   6. prints the table and the ratios, writes DIR/peers.json and DIR/decode_context.png,
      DIR/batch.png.
 
@@ -117,11 +119,12 @@ def greedy_check(ckpt, qwen_build, simple, gguf, threads):
     reference_top = [[int(i), float(v)] for i, v in zip(top.indices, top.values)]
     del model
     ours_json = json.loads(output([qwen_build / "examples/qwen-generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, ids)),
-                                   "--max-tokens", 1, "--json", "--logprobs", 5, "--threads", threads]))
+                                   "--max-tokens", 1, "--json", "--logprobs", 5, "--threads", threads, "--kv-cache-dtype", "fp32"]))
     ours_top = ours_json["logprobs"][0]
 
     ours_text = output([qwen_build / "examples/qwen-generate", "--model", ckpt, "--prompt-ids", ",".join(map(str, ids)),
-                        "--max-tokens", GREEDY_TOKENS, "--temperature", "0", "--ignore-eos", "--threads", threads])
+                        "--max-tokens", GREEDY_TOKENS, "--temperature", "0", "--ignore-eos", "--threads", threads,
+                        "--kv-cache-dtype", "fp32"])
     ours = [int(t) for t in ours_text.strip().split(",") if t.strip()]
 
     llama_out = run([simple, "-m", gguf, "-n", GREEDY_TOKENS, PROMPT], capture_output=True, text=True).stdout
@@ -228,11 +231,14 @@ def qwen_runs(qwen_build, reps, contexts):  # qwen-bench-model's CpuBackend uses
         "read_probe": get("Decode/0.6B/")["read_bandwidth_probe"],
         "batch": {"1": get("Decode/0.6B/")["tokens_per_second"]},
     }
+    # DecodeContext/0.6B/C/K: K = 0 the bf16 KV cache (qwen's default, as Decode/0.6B), 1 fp32.
+    result["decode_context_fp32_kv"] = {}
     for c in contexts:
         if c != 128:
-            b = get(f"DecodeContext/0.6B/{c}/")
+            b = get(f"DecodeContext/0.6B/{c}/0/")
             result["decode_context"][str(c)] = b["tokens_per_second"]
             result["decode_bandwidth_fraction"][str(c)] = b["bandwidth_fraction"]
+            result["decode_context_fp32_kv"][str(c)] = get(f"DecodeContext/0.6B/{c}/1/")["tokens_per_second"]
     for k, v in med.items():
         m = re.match(r"DecodeBatch/0.6B/(\d+)/", k)
         if m:
@@ -244,7 +250,7 @@ def qwen_runs(qwen_build, reps, contexts):  # qwen-bench-model's CpuBackend uses
 # ---- 6: the report ----------------------------------------------------------------------------
 
 def report(res, out):
-    engines = [("qwen (qwen-bench-model)", res["qwen"]), ("llama.cpp llama-bench, bf16 GGUF", res["llama_bf16"]),
+    engines = [("qwen (qwen-bench-model; bf16 KV cache)", res["qwen"]), ("llama.cpp llama-bench, bf16 GGUF", res["llama_bf16"]),
                ("llama.cpp llama-bench, f16 GGUF", res["llama_f16"]), ("transformers, torch CPU, bf16", res["hf_bf16"]),
                ("transformers, fp32", res["hf_fp32"])]
     lines = ["| engine | prefill 512 tok/s | decode tok/s, context 128 | decode tok/s, context 4096 |", "|---|---|---|---|"]
@@ -258,6 +264,7 @@ def report(res, out):
         "prefill: fraction of the fp32-FMA probe": q["prefill_peak_fraction"] * max(q["fp32_fma_probe"], q["bf16_dot_probe"]) / q["fp32_fma_probe"],
         "decode 128: qwen / llama.cpp bf16": q["decode_context"]["128"] / lb["decode_context"]["128"],
         "decode 4096: qwen / llama.cpp bf16": q["decode_context"]["4096"] / lb["decode_context"]["4096"],
+        "decode 4096, qwen with an fp32 KV cache: qwen / llama.cpp bf16": q["decode_context_fp32_kv"]["4096"] / lb["decode_context"]["4096"],
     }
     if "32" in q["batch"]:
         ratios["batch 32 / batch 1 decode throughput"] = q["batch"]["32"] / q["batch"]["1"]
@@ -276,6 +283,8 @@ def report(res, out):
     for name, r in engines:
         xs = sorted(int(c) for c in r["decode_context"])
         ax.plot(xs, [r["decode_context"][str(c)] for c in xs], marker="o", label=name)
+    xs = sorted(int(c) for c in q["decode_context_fp32_kv"])
+    ax.plot(xs, [q["decode_context_fp32_kv"][str(c)] for c in xs], marker="o", linestyle="--", label="qwen, fp32 KV cache")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel("decode tokens/s (one sequence)")

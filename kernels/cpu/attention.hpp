@@ -222,10 +222,32 @@ void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer
   const std::size_t stride = static_cast<std::size_t>(kv.num_kv_heads) * HeadDim;  // elements between positions
   const int bs = kv.block_size;
   // Tiles in logical order: block b, slots [s0, s0 + tile) with s0 a multiple of `tile`.
+  // The rows of the run's KV heads at positions [p, p + tile) (within p's block), K and V, asked
+  // for one tile ahead of use: a decode token reads each row once, so at long context the tiles
+  // come from DRAM and the loop would otherwise wait on each in turn (decode at context 4096: 11.4
+  // -> 12.4 tok/s with a bf16 cache on the 0.6B shape; two tiles ahead measured no better).
+  // Results do not depend on it.
+  const std::size_t run_bytes = static_cast<std::size_t>(head_end - head_begin) * HeadDim * sizeof(T);
+  const auto prefetch_tile = [&](int p) {
+    if (p >= max_length) return;
+    const int offset_in_block = p % bs;
+    const int n = std::min({tile, bs - offset_in_block, max_length - p});
+    const std::size_t row = static_cast<std::size_t>(table[p / bs]) * static_cast<std::size_t>(bs) + static_cast<std::size_t>(offset_in_block);
+    for (int s = 0; s < n; ++s) {
+      const std::size_t at = (row + static_cast<std::size_t>(s)) * stride + static_cast<std::size_t>(head_begin) * HeadDim;
+      const auto* k = reinterpret_cast<const char*>(kv.key + at);
+      const auto* v = reinterpret_cast<const char*>(kv.value + at);
+      for (std::size_t byte = 0; byte < run_bytes; byte += 64) {
+        __builtin_prefetch(k + byte, 0, 3);
+        __builtin_prefetch(v + byte, 0, 3);
+      }
+    }
+  };
   for (int b = 0; b * bs < max_length; ++b) {
     const std::size_t block_row = static_cast<std::size_t>(table[b]) * static_cast<std::size_t>(bs);
     for (int s0 = 0; s0 < bs && b * bs + s0 < max_length; s0 += tile) {
       const int first = b * bs + s0;
+      prefetch_tile(first + std::min(tile, bs - s0));
       const std::size_t row_offset = (block_row + static_cast<std::size_t>(s0)) * stride;
       for (int kv_head = head_begin; kv_head < head_end; ++kv_head) {
         const std::size_t offset = row_offset + static_cast<std::size_t>(kv_head) * HeadDim;
