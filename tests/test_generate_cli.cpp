@@ -114,26 +114,37 @@ TEST_CASE("generate: greedy tokens and logprobs equal transformers' on every gol
 }
 
 // Without --kv-cache-dtype the cache is bf16: transformers' run with keys and values rounded to
-// bf16 (reference/<name>.kv_bf16.safetensors) is the target, the same tokens, and logprobs within
+// bf16 (reference/<name>.kv_bf16.safetensors) is the target. The first step's logprobs within
 // twice the bf16 cache's logit tolerance (golden_fixtures.hpp; a logprob is a logit minus the
-// log-sum-exp, each off by at most that). The default is bf16 and not fp32: the same logprobs as
-// with --kv-cache-dtype bf16, others with fp32.
+// log-sum-exp, each off by at most that), and its token the reference's where the top two
+// reference logits are further apart than that (the forward-pass test checks the continuation,
+// teacher-forced: a bf16 rounding that goes the other way may flip a close argmax later). The
+// default is bf16 and not fp32: the same output as with --kv-cache-dtype bf16, other logprobs
+// with fp32.
 TEST_CASE("generate: the default bf16 KV cache gives transformers' tokens and logprobs with a bf16 cache", "[generate]") {
+  int first_tokens_checked = 0;
   for (const auto& fixture : testing::golden_fixtures) {
     INFO("fixture " << fixture.name);
     const Reference ref = reference(std::string(fixture.name) + ".kv_bf16");
     const std::string model = " --model " + shell_quote(testing::golden_checkpoint(fixture.name).string());
     const std::string args = model + " --prompt-ids " + join(ref.prompt) + " --max-tokens 32 --logprobs 5 --ignore-eos";
     const Generation g = run_json(args);
-    CHECK(g.ids == ref.greedy);
     REQUIRE(g.logprobs.size() == 32);
     const auto [lo, hi] = std::minmax_element(ref.last_logits.begin(), ref.last_logits.end());
-    check_first_step_logprobs(g, ref, 5, 2 * testing::bf16_kv_max_fraction * (*hi - *lo));
+    const double tolerance = 2 * testing::bf16_kv_max_fraction * (*hi - *lo);
+    check_first_step_logprobs(g, ref, 5, tolerance);
+    std::vector<float> sorted = ref.last_logits;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());
+    if (sorted[0] - sorted[1] > tolerance) {
+      CHECK(g.ids.at(0) == ref.greedy.at(0));
+      ++first_tokens_checked;
+    }
     const Generation explicit_bf16 = run_json(args + " --kv-cache-dtype bf16");
     CHECK(explicit_bf16.ids == g.ids);
     CHECK(explicit_bf16.logprobs == g.logprobs);
     CHECK(run_json(args + " --kv-cache-dtype fp32").logprobs != g.logprobs);
   }
+  CHECK(first_tokens_checked == 4);  // the reference's margin allows it on 4 of the 6 checkpoints
   const auto r = generate(" --model " + shell_quote(testing::golden_checkpoint("dense_tied").string()) + " --prompt-ids 1 --kv-cache-dtype fp16");
   CHECK(r.status != 0);
   CHECK(r.err.find("--kv-cache-dtype") != std::string::npos);

@@ -56,7 +56,7 @@ TEMPLATE_TEST_CASE("paged_kv: the pools have the documented layout", "[paged_kv]
   CHECK(kv.bytes_per_token() == std::int64_t{layers} * 2 * heads * dim * static_cast<std::int64_t>(sizeof(TestType)));
   const std::size_t slot = heads * dim;
   for (int layer = 0; layer < layers; ++layer) {
-    CHECK(reinterpret_cast<std::uintptr_t>(kv.template key_pool<TestType>(layer)) % 64 == 0);  // every slot starts a cache line
+    CHECK(reinterpret_cast<std::uintptr_t>(kv.template key_pool<TestType>(layer)) % 64 == 0);  // every pool starts a cache line
     CHECK(reinterpret_cast<std::uintptr_t>(kv.template value_pool<TestType>(layer)) % 64 == 0);
     // [num_layers][K, V][num_blocks][BlockSize][num_kv_heads][head_dim] in one allocation.
     CHECK(kv.template value_pool<TestType>(layer) == kv.template key_pool<TestType>(layer) + blocks * bs * slot);

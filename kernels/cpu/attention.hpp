@@ -235,11 +235,12 @@ void attend_run(const float* q, const std::int32_t* position, const PagedKVLayer
     const std::size_t row = static_cast<std::size_t>(table[p / bs]) * static_cast<std::size_t>(bs) + static_cast<std::size_t>(offset_in_block);
     for (int s = 0; s < n; ++s) {
       const std::size_t at = (row + static_cast<std::size_t>(s)) * stride + static_cast<std::size_t>(head_begin) * HeadDim;
-      const auto* k = reinterpret_cast<const char*>(kv.key + at);
-      const auto* v = reinterpret_cast<const char*>(kv.value + at);
-      for (std::size_t byte = 0; byte < run_bytes; byte += 64) {
-        __builtin_prefetch(k + byte, 0, 3);
-        __builtin_prefetch(v + byte, 0, 3);
+      // Every cache line of the run's K and V rows (a row need not start on a line). The lines
+      // are addresses, not pointers into the pools: the first may start before the pool.
+      for (const T* rows : {kv.key + at, kv.value + at}) {
+        const auto first = reinterpret_cast<std::uintptr_t>(rows);
+        for (std::uintptr_t line = first & ~std::uintptr_t{63}; line < first + run_bytes; line += 64)
+          __builtin_prefetch(reinterpret_cast<const void*>(line), 0, 3);
       }
     }
   };
