@@ -71,6 +71,26 @@ struct Runner {
   StepPlan plan;
 };
 
+// How far logits are from a reference's: the largest and the mean |difference| (a NaN makes
+// the largest infinite), and the reference's range (max - min), which tolerances scale by.
+struct LogitDistance {
+  double max = 0, mean = 0, range = 0;
+};
+inline LogitDistance logit_distance(const std::vector<float>& logits, const std::vector<float>& reference) {
+  REQUIRE(logits.size() == reference.size());
+  REQUIRE(!reference.empty());
+  const auto [lo, hi] = std::minmax_element(reference.begin(), reference.end());
+  LogitDistance d{0, 0, static_cast<double>(*hi) - *lo};
+  double sum = 0;
+  for (std::size_t i = 0; i < logits.size(); ++i) {
+    const double diff = std::abs(static_cast<double>(logits[i]) - reference[i]);
+    d.max = std::isnan(diff) ? INFINITY : std::max(d.max, diff);
+    sum += diff;
+  }
+  d.mean = sum / static_cast<double>(logits.size());
+  return d;
+}
+
 // How close a backend must come to the reference.
 struct ReferenceTolerance {
   // Logits at every prompt position within this fraction of the reference logit range, and their
@@ -96,19 +116,11 @@ void check_against_reference(Runner<Model, B>& run, const std::vector<Reference>
     const int seq = run.books.add_sequence();
     std::vector<float> logits(ref.logits.size(), NAN);
     run.step({seq, 0, ref.ids, Logits::all}, logits);
-    REQUIRE(logits.size() == ref.logits.size());
-    const auto [lo, hi] = std::minmax_element(ref.logits.begin(), ref.logits.end());
-    const double limit = tolerance.logit_fraction * (*hi - *lo);
-    double worst = 0, sum = 0;
-    for (std::size_t i = 0; i < logits.size(); ++i) {
-      const double diff = std::abs(static_cast<double>(logits[i]) - ref.logits[i]);
-      worst = std::isnan(diff) ? INFINITY : std::max(worst, diff);
-      sum += diff;
-    }
-    const double mean = sum / static_cast<double>(logits.size()), mean_limit = tolerance.mean_fraction * (*hi - *lo);
-    INFO("max |logit - reference| = " << worst << ", tolerance " << limit << "; mean " << mean << ", tolerance " << mean_limit);
-    CHECK(worst <= limit);
-    CHECK(mean <= mean_limit);
+    const LogitDistance d = logit_distance(logits, ref.logits);
+    const double limit = tolerance.logit_fraction * d.range, mean_limit = tolerance.mean_fraction * d.range;
+    INFO("max |logit - reference| = " << d.max << ", tolerance " << limit << "; mean " << d.mean << ", tolerance " << mean_limit);
+    CHECK(d.max <= limit);
+    CHECK(d.mean <= mean_limit);
 
     const float* last = logits.data() + logits.size() - Model::vocab_size;
     if (!tolerance.near_ties_allowed) {

@@ -90,20 +90,12 @@ TEST_CASE("forward: each KV cache fails the other cache's reference check", "[fo
           const int seq = run.books.add_sequence();
           std::vector<float> logits;
           run.step({seq, 0, refs[p].ids, Logits::all}, logits);
-          REQUIRE(logits.size() == refs[p].logits.size());
-          const auto [lo, hi] = std::minmax_element(refs[p].logits.begin(), refs[p].logits.end());
-          double worst = 0, sum = 0;
-          for (std::size_t i = 0; i < logits.size(); ++i) {
-            const double diff = std::abs(static_cast<double>(logits[i]) - refs[p].logits[i]);
-            worst = std::max(worst, diff);
-            sum += diff;
-          }
-          const double range = *hi - *lo, mean = sum / static_cast<double>(logits.size());
-          INFO("max |difference| " << worst / range << ", mean " << mean / range << " of the range");
+          const testing::LogitDistance d = testing::logit_distance(logits, refs[p].logits);
+          INFO("max |difference| " << d.max / d.range << ", mean " << d.mean / d.range << " of the range");
           if (kv == KVCacheDType::bf16)
-            CHECK(worst > testing::golden_tolerance(other).logit_fraction * range);
+            CHECK(d.max > testing::golden_tolerance(other).logit_fraction * d.range);
           else
-            CHECK(mean > testing::golden_tolerance(other).mean_fraction * range);
+            CHECK(d.mean > testing::golden_tolerance(other).mean_fraction * d.range);
           run.books.free_sequence(seq);
         }
       });

@@ -52,14 +52,22 @@ MODULES = (qwen3, qwen3_moe)
 EAGER = {m: m.eager_attention_forward for m in MODULES}
 
 
-def set_kv_bf16(on: bool) -> None:
+def patch_kv(transform) -> None:
+    """Makes the eager attention of the Qwen3 and Qwen3-MoE modules see transform(key) and
+    transform(value); transform None restores it."""
     for m in MODULES:
-        original = EAGER[m]
+        def patched(module, query, key, value, *args, _original=EAGER[m], **kwargs):
+            return _original(module, query, transform(key), transform(value), *args, **kwargs)
 
-        def rounded(module, query, key, value, *args, _original=original, **kwargs):
-            return _original(module, query, key.to(torch.bfloat16).float(), value.to(torch.bfloat16).float(), *args, **kwargs)
+        m.eager_attention_forward = EAGER[m] if transform is None else patched
 
-        m.eager_attention_forward = rounded if on else original
+
+def bf16_rounded(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.bfloat16).float()
+
+
+def prompt_names(ref: dict) -> list[str]:
+    return sorted({k.split(".")[0] for k in ref if k.endswith(".input_ids")})
 
 
 def run(model, ids: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,18 +82,17 @@ def run(model, ids: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tenso
 
 def make(model, fp32_file: Path, out: Path, what: str) -> None:
     ref = load_file(str(fp32_file))
-    prompts = sorted({k.split(".")[0] for k in ref if k.endswith(".input_ids")})
     tensors = {}
-    for p in prompts:
+    for p in prompt_names(ref):
         ids = ref[f"{p}.input_ids"]
         steps = ref[f"{p}.greedy"].numel()
-        set_kv_bf16(False)
+        patch_kv(None)
         logits32 = model(input_ids=ids[None]).logits[0].float().detach()
         drift = float((logits32 - ref[f"{p}.logits"]).abs().max())
         assert drift <= ATOL, f"{what} {p}: this transformers gives fp32 logits {drift:.3g} away from the committed ones"
-        set_kv_bf16(True)
+        patch_kv(bf16_rounded)
         logits, greedy = run(model, ids, steps)
-        set_kv_bf16(False)
+        patch_kv(None)
         moved = float((logits - ref[f"{p}.logits"]).abs().max())
         assert moved > 0, f"{what} {p}: rounding K/V to bf16 changed nothing (the patch did not take effect)"
         same = int((greedy == ref[f"{p}.greedy"]).sum())
@@ -108,14 +115,10 @@ def spread(model, fp32_file: Path, bf16_file: Path, what: str, worst: dict) -> N
 
     def noisy_rounded(x: torch.Tensor) -> torch.Tensor:
         u = torch.rand(x.shape, generator=gen, dtype=torch.float32) * 2 - 1
-        return (x * (1 + u * 2.0 ** -21)).to(torch.bfloat16).float()
+        return bf16_rounded(x * (1 + u * 2.0 ** -21))
 
-    for m in MODULES:
-        def perturbed(module, query, key, value, *args, _original=EAGER[m], **kwargs):
-            return _original(module, query, noisy_rounded(key), noisy_rounded(value), *args, **kwargs)
-
-        m.eager_attention_forward = perturbed
-    for p in sorted({k.split(".")[0] for k in ref if k.endswith(".input_ids")}):
+    patch_kv(noisy_rounded)
+    for p in prompt_names(ref):
         target = ref[f"{p}.logits"]
         span = float(target.max() - target.min())
         for _ in range(5):
@@ -128,7 +131,7 @@ def spread(model, fp32_file: Path, bf16_file: Path, what: str, worst: dict) -> N
             worst["fp32_mean"] = min(worst.get("fp32_mean", 1.0), fp32_mean)
         print(f"{what:13s} {p}: perturbed runs so far up to {worst['max']:.2e} (max), {worst['mean']:.2e} (mean); "
               f"the fp32 reference is {fp32_mean:.2e} away in the mean")
-    set_kv_bf16(False)
+    patch_kv(None)
 
 
 def main() -> int:

@@ -76,10 +76,10 @@ class PagedKV {
       return a * b;
     };
     slot_elements_ = checked_product(static_cast<std::size_t>(num_kv_heads), static_cast<std::size_t>(head_dim));
-    pool_elements_ = checked_product(checked_product(slot_elements_, BlockSize), static_cast<std::size_t>(num_blocks));
-    const std::size_t total = checked_product(pool_elements_, 2 * static_cast<std::size_t>(num_layers));
+    const std::size_t pool_elements = checked_product(checked_product(slot_elements_, BlockSize), static_cast<std::size_t>(num_blocks));
+    const std::size_t total = checked_product(pool_elements, 2 * static_cast<std::size_t>(num_layers));
     slot_bytes_ = slot_elements_ * bytes;
-    pool_bytes_ = pool_elements_ * bytes;
+    pool_bytes_ = pool_elements * bytes;
     storage_.reset(static_cast<std::byte*>(::operator new[](total * bytes, std::align_val_t{alignment})));
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
     // Advice only: without THP (or with "never") the pages stay 4 KiB. Nothing is committed here.
@@ -142,10 +142,11 @@ class PagedKV {
       std::memcpy(slot<float>(layer, 0, block, offset), k, slot_bytes_);
       std::memcpy(slot<float>(layer, 1, block, offset), v, slot_bytes_);
     } else {
-      bf16* dk = slot<bf16>(layer, 0, block, offset);
-      bf16* dv = slot<bf16>(layer, 1, block, offset);
-      for (std::size_t i = 0; i < slot_elements_; ++i) dk[i] = bf16::from_float(k[i]);
-      for (std::size_t i = 0; i < slot_elements_; ++i) dv[i] = bf16::from_float(v[i]);
+      for (int kv = 0; kv < 2; ++kv) {
+        bf16* dst = slot<bf16>(layer, kv, block, offset);
+        const float* src = kv == 0 ? k : v;
+        for (std::size_t i = 0; i < slot_elements_; ++i) dst[i] = bf16::from_float(src[i]);
+      }
     }
   }
 
@@ -198,8 +199,8 @@ class PagedKV {
   int num_layers_, num_kv_heads_, head_dim_, num_blocks_;
   KVCacheDType dtype_;
   std::size_t slot_elements_ = 0;  // num_kv_heads * head_dim
-  std::size_t pool_elements_ = 0;  // num_blocks * BlockSize * slot_elements_
-  std::size_t slot_bytes_ = 0, pool_bytes_ = 0;
+  std::size_t slot_bytes_ = 0;     // slot_elements_ in the element's bytes
+  std::size_t pool_bytes_ = 0;     // one layer's K (or V): num_blocks * BlockSize slots
   std::unique_ptr<std::byte[], AlignedDelete> storage_;
 };
 
