@@ -41,7 +41,7 @@ class StreamPrinter {
     Held& h = held_.at(static_cast<std::size_t>(d.index));
     if (!d.reasoning.empty()) h.pieces.emplace_back(true, d.reasoning);
     if (!d.content.empty()) h.pieces.emplace_back(false, d.content);
-    h.calls.insert(h.calls.end(), d.tool_calls.begin(), d.tool_calls.end());
+    for (const auto& piece : d.tool_calls) qwen::chat::append_fragment(h.calls, piece);
     h.finished = h.finished || d.finish_reason.has_value();
     while (current_ < held_.size()) {
       Held& cur = held_[current_];

@@ -188,7 +188,7 @@ class ChatStream {
         tokenizer_(tokenizer) {}
 
   // The events for one delta: the role first (once per choice), then reasoning, content and each
-  // tool call in chunks of their own, logprobs on the last of them, and the finish reason.
+  // tool-call piece in chunks of their own, logprobs on the last of them, and the finish reason.
   [[nodiscard]] std::string on_delta(const qwen::engine::ChoiceDelta& d, const qwen::engine::Choice* final_choice) {
     State& st = state_.at(static_cast<std::size_t>(d.index));
     std::vector<json> deltas;
@@ -198,12 +198,19 @@ class ChatStream {
     }
     if (!d.reasoning.empty()) deltas.push_back({{"reasoning_content", d.reasoning}});
     if (!d.content.empty()) deltas.push_back({{"content", d.content}});
-    for (const auto& call : d.tool_calls) {
-      deltas.push_back({{"tool_calls", json::array({{{"index", st.tool_calls},
-                                                      {"id", call.id},
-                                                      {"type", "function"},
-                                                      {"function", {{"name", call.name}, {"arguments", call.arguments}}}}})}});
-      ++st.tool_calls;
+    // A call's first piece carries its id, type and name; every piece the next part of its
+    // arguments (OpenAI's streamed form; the SDK concatenates them by index).
+    for (const auto& piece : d.tool_calls) {
+      json call = {{"index", piece.index}};
+      if (piece.starts_call()) {
+        call["id"] = piece.id;
+        call["type"] = "function";
+        call["function"] = {{"name", piece.name}, {"arguments", piece.arguments}};
+        ++st.tool_calls;
+      } else {
+        call["function"] = {{"arguments", piece.arguments}};
+      }
+      deltas.push_back({{"tool_calls", json::array({std::move(call)})}});
     }
     const bool want_logprobs = logprobs_ && !d.tokens.empty();
     if (want_logprobs && deltas.empty()) deltas.push_back(json::object());

@@ -1,8 +1,11 @@
 // The reasoning parser and the tool-call parser: expected results written by hand from the rules
 // in their headers; every text is also fed cut at every split point and byte by byte, and must
 // give the same result as when fed whole.
+#include <algorithm>
 #include <optional>
+#include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <catch2/catch.hpp>
@@ -10,6 +13,7 @@
 #include "qwen/chat/chat_template.hpp"
 #include "qwen/chat/reasoning_parser.hpp"
 #include "qwen/chat/tool_call_parser.hpp"
+#include "../sanitized.hpp"
 
 using namespace qwen::chat;
 
@@ -136,50 +140,330 @@ TEST_CASE("reasoning: the start is read off the rendered prompt and thinking off
   }
 }
 
+// Feeds `pieces` and finish(); checks that every piece's fragments continue the calls so far and
+// that the fragments rebuild the parser's own calls. Returns the content and calls the deltas gave.
+std::pair<std::string, std::vector<ParsedToolCall>> feed_all(ToolCallParser& parser, const std::vector<std::string>& pieces,
+                                                             std::size_t* fragment_count = nullptr) {
+  std::string content;
+  std::vector<ParsedToolCall> calls;
+  const auto take = [&](const ToolCallDelta& d) {
+    content += d.content;
+    for (std::size_t i = 0; i < d.tool_calls.size(); ++i) {
+      const ToolCallFragment& f = d.tool_calls[i];
+      // A call's first piece, and only it, names the call; pieces of one call are merged.
+      CHECK(f.starts_call() == (f.index == calls.size()));
+      if (f.starts_call()) CHECK(f.name == parser.tool_calls().at(f.index).name);
+      if (i > 0) CHECK(d.tool_calls[i - 1].index < f.index);
+      append_fragment(calls, f);
+    }
+    if (fragment_count) *fragment_count += d.tool_calls.size();
+  };
+  for (const std::string& piece : pieces) take(parser.feed(piece));
+  take(parser.finish());
+  CHECK(content == parser.content());
+  CHECK(calls == parser.tool_calls());
+  return {content, calls};
+}
+
 TEST_CASE("tool calls: every split point gives the documented calls and content") {
   const std::string weather = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
   const std::string search = "{\"name\":\"search\",\"arguments\":{\"query\":\"x\",\"top_k\":3}}";
+  // Invalid JSON after the arguments began: a started call, cut where its text stopped being
+  // JSON (after "{\"x\": " and the space), the rest content.
   const std::string bad_json = "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": }\n</tool_call>";
+  const std::string bad_tail = "}\n</tool_call>";
   const ToolCase cases[] = {
       {"<tool_call>\n" + weather + "\n</tool_call>", "", {call("call_0", "get_weather", "{\"city\": \"Paris\"}")}},
       {"Let me check.\n<tool_call>\n" + weather + "\n</tool_call>\n<tool_call>\n" + search + "\n</tool_call>",
        "Let me check.",
        {call("call_0", "get_weather", "{\"city\": \"Paris\"}"), call("call_1", "search", "{\"query\": \"x\", \"top_k\": 3}")}},
-      {"Before " + bad_json + " after", "Before " + bad_json + " after", {}},
+      {"Before " + bad_json + " after", "Before" + bad_tail + " after", {call("call_0", "f", "{\"x\": ")}},
+      // Never started (no arguments, an empty name, arguments not an object, not an object): content.
       {"<tool_call>\n{\"name\": \"f\"}\n</tool_call>", "<tool_call>\n{\"name\": \"f\"}\n</tool_call>", {}},
       {"<tool_call>{\"name\": \"\", \"arguments\": {}}</tool_call>", "<tool_call>{\"name\": \"\", \"arguments\": {}}</tool_call>", {}},
+      {"<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"\"}</tool_call>", "<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"\"}</tool_call>", {}},
       {"<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>", "<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>", {}},
-      {"<tool_call>{\"name\": \"f\", \"arguments\": {}} extra</tool_call>", "<tool_call>{\"name\": \"f\", \"arguments\": {}} extra</tool_call>", {}},
+      {"<tool_call>{\"name\": 7, \"arguments\": {}}</tool_call>", "<tool_call>{\"name\": 7, \"arguments\": {}}</tool_call>", {}},
       {"<tool_call>[1]</tool_call>", "<tool_call>[1]</tool_call>", {}},
       {"<tool_call>\n\n</tool_call>", "<tool_call>\n\n</tool_call>", {}},
       {"text\n<tool_call>\n{\"name\": \"f\"", "text\n<tool_call>\n{\"name\": \"f\"", {}},
+      {"<tool_call>{\"name\": \"f\", \"name\": \"g\", \"arguments\": {}}</tool_call>",
+       "<tool_call>{\"name\": \"f\", \"name\": \"g\", \"arguments\": {}}</tool_call>", {}},
+      // Junk after a complete object: the call stands, the junk is content.
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {}} extra</tool_call>", "extra</tool_call>", {call("call_0", "f", "{}")}},
+      // Cut short by the end of the reply or by the closing tag: the arguments so far; held-back
+      // text (a number not yet ended, a key not yet closed) is content.
+      {"<tool_call>\n{\"name\": \"f\", \"arguments\": {\"n\": 12", "12", {call("call_0", "f", "{\"n\": ")}},
+      {"<tool_call>\n{\"name\": \"f\", \"arguments\": {\"text\": \"ab", "", {call("call_0", "f", "{\"text\": \"ab")}},
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {\"ke", "\"ke", {call("call_0", "f", "{")}},
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {\"s\": \"a</tool_call>b\"}}</tool_call>", "</tool_call>b\"}}</tool_call>",
+       {call("call_0", "f", "{\"s\": \"a")}},
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {}}", "", {call("call_0", "f", "{}")}},
+      // "arguments" before "name": the call starts, whole, when the name is read.
+      {"<tool_call>{\"arguments\": {\"a\": [true, null]}, \"name\": \"f\"}</tool_call>", "", {call("call_0", "f", "{\"a\": [true, null]}")}},
+      {"<tool_call>{\"arguments\": {\"a\": 1}, \"name\": \"f\", \"id\": 5, \"x\": [1, {\"y\": false}]}\n</tool_call>", "",
+       {call("call_0", "f", "{\"a\": 1}")}},
       {"text <tool_ca", "text <tool_ca", {}},
       {"Just < text, <tool and </tool_call> stray\n", "Just < text, <tool and </tool_call> stray\n", {}},
-      {"<tool_call>\n{\"name\": \"f\", \"arguments\": {\"z\":1,\"a\":[1.0,2e-7,1E16],\"u\":\"\\u00fc\\n\\t\"}}\n</tool_call>",
+      {"<tool_call>\n{\"name\": \"f\", \"arguments\": {\"z\":1,\"a\":[1.0,2e-7,1E16],\"u\":\"\\u00fc\\n\\t\\ud83d\\ude00\\/\"}}\n</tool_call>",
        "",
-       {call("call_0", "f", "{\"z\": 1, \"a\": [1.0, 2e-07, 1e+16], \"u\": \"ü\\n\\t\"}")}},
+       {call("call_0", "f", "{\"z\": 1, \"a\": [1.0, 2e-07, 1e+16], \"u\": \"ü\\n\\t😀/\"}")}},
       {"<tool_call>\n" + weather + "\n</tool_call>\n\nDone.\n", "Done.\n", {call("call_0", "get_weather", "{\"city\": \"Paris\"}")}},
-      {"<tool_call>" + weather + "</tool_call>\n" + bad_json + "\n<tool_call>" + search + "</tool_call>", bad_json,
-       {call("call_0", "get_weather", "{\"city\": \"Paris\"}"), call("call_1", "search", "{\"query\": \"x\", \"top_k\": 3}")}},
+      {"<tool_call>" + weather + "</tool_call>\n" + bad_json + "\n<tool_call>" + search + "</tool_call>", bad_tail,
+       {call("call_0", "get_weather", "{\"city\": \"Paris\"}"), call("call_1", "f", "{\"x\": "),
+        call("call_2", "search", "{\"query\": \"x\", \"top_k\": 3}")}},
       {"  \n", "  \n", {}},
   };
   for (const ToolCase& c : cases) {
     for (const auto& pieces : chunkings(c.text)) {
       INFO("chunks " << describe(pieces));
       ToolCallParser parser;
-      std::string content;
-      std::vector<ParsedToolCall> calls;
-      const auto take = [&](ToolCallDelta d) {
-        content += d.content;
-        calls.insert(calls.end(), d.tool_calls.begin(), d.tool_calls.end());
-      };
-      for (const std::string& piece : pieces) take(parser.feed(piece));
-      take(parser.finish());
+      const auto [content, calls] = feed_all(parser, pieces);
       CHECK(content == c.content);
       CHECK(calls == c.calls);
-      CHECK(parser.content() == c.content);
-      CHECK(parser.tool_calls() == c.calls);
     }
+  }
+}
+
+TEST_CASE("tool calls: a call streams its id and name when its arguments begin, then each piece as it is certain") {
+  const std::string text = "Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062on\", \"days\": 12, \"x\": true}}\n</tool_call>";
+  // (prefix of the text fed, the arguments streamed by then)
+  const std::pair<std::string_view, std::string_view> points[] = {
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ", ""},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {", "{"},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"ci", "{"},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\"", "{\"city\""},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis", "{\"city\": \"Lis"},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u006", "{\"city\": \"Lis"},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062", "{\"city\": \"Lisb"},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062on\", \"days\": 12",
+       "{\"city\": \"Lisbon\", \"days\": "},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062on\", \"days\": 12,",
+       "{\"city\": \"Lisbon\", \"days\": 12, "},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062on\", \"days\": 12, \"x\": tru",
+       "{\"city\": \"Lisbon\", \"days\": 12, \"x\": "},
+      {"Sure.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lis\\u0062on\", \"days\": 12, \"x\": true}",
+       "{\"city\": \"Lisbon\", \"days\": 12, \"x\": true}"},
+  };
+  for (const auto& [prefix, streamed] : points) {
+    INFO(prefix);
+    ToolCallParser parser;
+    std::vector<ParsedToolCall> calls;
+    std::string content;
+    for (const char ch : prefix) {  // byte by byte: what each byte settles goes out at once
+      const ToolCallDelta d = parser.feed(std::string_view(&ch, 1));
+      content += d.content;
+      for (const auto& f : d.tool_calls) append_fragment(calls, f);
+    }
+    CHECK(content == "Sure.");
+    if (streamed.empty()) {
+      CHECK(calls.empty());
+    } else {
+      REQUIRE(calls.size() == 1);
+      CHECK(calls[0] == call("call_0", "get_weather", std::string(streamed)));
+    }
+  }
+  std::size_t fragments = 0;
+  std::vector<std::string> bytes;
+  for (const char ch : text) bytes.emplace_back(1, ch);
+  ToolCallParser parser;
+  const auto [content, calls] = feed_all(parser, bytes, &fragments);
+  CHECK(content == "Sure.");
+  CHECK(calls == std::vector{call("call_0", "get_weather", "{\"city\": \"Lisbon\", \"days\": 12, \"x\": true}")});
+  CHECK(fragments > 10);
+}
+
+namespace {
+
+// A random JSON value written with random (valid) spacing and spellings: escapes, surrogate
+// pairs, raw UTF-8, numbers in every form parse_json_strict takes.
+struct JsonWriter {
+  std::mt19937_64& rng;
+  int pick(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); }
+  std::string space() {
+    static const char* const spaces[] = {"", "", "", " ", "\n", "  ", "\t", "\r\n"};
+    return spaces[pick(8)];
+  }
+  std::string string_value() {
+    static const char* const parts[] = {"a", "Lisbon", " ", "\\n", "\\\"", "\\\\", "\\/", "\\u00e9", "\\u00E9", "\\ud83d\\ude00",
+                                        "é", "😀", "東京", "\\t", "\\u0000", "\\u001f", "<", "</tool", "{", "\\b"};
+    std::string s = "\"";
+    for (int i = pick(5); i > 0; --i) s += parts[pick(20)];
+    return s + "\"";
+  }
+  std::string number() {
+    static const char* const numbers[] = {"0", "-0", "12", "-7", "3.25", "1e5", "1E-7", "-2.5e+3", "12345678901234567890123",
+                                          "1.0", "0.1", "18446744073709551615", "9223372036854775807", "1e300", "4.9e-324"};
+    return numbers[pick(15)];
+  }
+  std::string value(int depth) {
+    switch (depth > 3 ? pick(4) : pick(6)) {
+      case 0: return string_value();
+      case 1: return number();
+      case 2: {
+        static const char* const literals[] = {"true", "false", "null"};
+        return literals[pick(3)];
+      }
+      case 3: return string_value();
+      case 4: return object(depth + 1);
+      default: {
+        std::string a = "[" + space();
+        for (int i = pick(4), first = 1; i > 0; --i, first = 0) a += (first ? "" : "," + space()) + value(depth + 1) + space();
+        return a + "]";
+      }
+    }
+  }
+  std::string object(int depth) {
+    std::string o = "{" + space();
+    static const char* const keys[] = {"\"city\"", "\"n\"", "\"q\\u0075ery\"", "\"é\"", "\"\"", "\"a b\"", "\"x\"", "\"y\""};
+    std::vector<int> order = {0, 1, 2, 3, 4, 5, 6, 7};
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int i = pick(4), k = 0; k < i; ++k) o += (k ? "," + space() : "") + keys[order[static_cast<std::size_t>(k)]] + space() + ":" + space() + value(depth) + space();
+    return o + "}";
+  }
+  // A call body: name and arguments in either order, perhaps an ignored key.
+  std::string body() {
+    std::vector<std::string> members = {"\"name\"" + space() + ":" + space() + "\"get_" + std::string(1, static_cast<char>('a' + pick(26))) + "\"",
+                                        "\"arguments\"" + space() + ":" + space() + object(1)};
+    if (pick(3) == 0) members.push_back("\"id\"" + space() + ":" + space() + value(1));
+    std::shuffle(members.begin(), members.end(), rng);
+    std::string b = space() + "{" + space();
+    for (std::size_t i = 0; i < members.size(); ++i) b += (i ? "," + space() : "") + members[i] + space();
+    return b + "}" + space();
+  }
+};
+
+std::vector<std::string> random_split(const std::string& text, std::mt19937_64& rng) {
+  std::vector<std::size_t> cuts;
+  for (std::size_t i = 1; i < text.size(); ++i)
+    if (rng() % 4 == 0) cuts.push_back(i);
+  return split_at(text, cuts);
+}
+
+}  // namespace
+
+TEST_CASE("tool calls: random bodies agree with the whole-text definition (parse_body) however they are cut") {
+  std::mt19937_64 rng(20261208);
+  JsonWriter writer{rng};
+  static const char edits[] = {'{', '}', '[', ']', '"', ':', ',', '\\', ' ', 'a', '1', '-', '.', 'e', 'u',
+                               '\x01', '\xff', '\x80', '\xa0', '\xc0', '\xe0', '\xed'};
+  int valid = 0, started_broken = 0, never_started = 0;
+  const int cases = qwen_test::sanitized ? 300 : 2000;
+  for (int n = 0; n < cases; ++n) {
+    std::string body = writer.body();
+    ParsedToolCall original;
+    REQUIRE(ToolCallParser::parse_body(body, original));  // the writer writes only valid bodies
+    if (n % 2 == 1) {  // one random edit: most break the body, some keep it valid
+      const std::size_t at = rng() % body.size();
+      switch (rng() % 3) {
+        case 0: body.erase(at, 1); break;
+        case 1: body.insert(at, 1, edits[rng() % sizeof edits]); break;
+        default: body[at] = edits[rng() % sizeof edits]; break;
+      }
+    }
+    const std::string text = "<tool_call>" + body + "</tool_call>";
+    ParsedToolCall expected;
+    const bool well_formed = ToolCallParser::parse_body(body, expected);
+    std::optional<std::pair<std::string, std::vector<ParsedToolCall>>> first;
+    for (const auto& pieces : {std::vector<std::string>{text}, random_split(text, rng), random_split(text, rng)}) {
+      INFO("text " << text << "\nchunks " << describe(pieces));
+      ToolCallParser parser;
+      auto result = feed_all(parser, pieces);
+      const auto& [content, calls] = result;
+      if (well_formed) {
+        CHECK(content.empty());
+        REQUIRE(calls.size() == 1);
+        CHECK(calls[0].name == expected.name);
+        CHECK(calls[0].arguments == expected.arguments);
+      } else if (calls.empty()) {
+        CHECK(content == text);  // never started: all of it is content
+      } else {
+        // Started, then broken: one call whose arguments are not the whole of a valid object,
+        // and content that is the end of the text.
+        REQUIRE(calls.size() == 1);
+        CHECK(text.ends_with(content));
+        CHECK(content.ends_with("</tool_call>"));
+      }
+      if (first) CHECK(result == *first);  // the same whatever the cuts
+      else first = result;
+    }
+    (well_formed ? valid : first->second.empty() ? never_started : started_broken) += 1;
+  }
+  // The edits reach all three outcomes.
+  CHECK(valid > cases / 2);
+  CHECK(started_broken > cases / 20);
+  CHECK(never_started > cases / 20);
+}
+
+TEST_CASE("tool calls: the edges of the JSON language agree with the whole-text definition") {
+  // Arguments objects at the edges of parse_json_strict's language, each valid or not as that
+  // parser says (the test asks it, and checks that the case list holds both kinds).
+  const std::string deep_ok = std::string(254, '[') + std::string(254, ']');    // 256 containers with the call's and the arguments' objects
+  const std::string deep_bad = std::string(255, '[') + std::string(255, ']');   // 257
+  const std::string args[] = {
+      R"({"s": "\u0000\u001f\u007f"})", "{\"s\": \"\x7f\"}", "{\"s\": \"\xf4\x8f\xbf\xbf\"}", "{\"s\": \"\xef\xbf\xbf\"}",
+      R"({"s": "\ud800\udc00\udbff\udfff"})", R"({"s": "\uDBFF\uDFFF"})", "{\"a\": " + deep_ok + "}",
+      R"({"n": -0, "m": 1E400})", R"({"n": 1e-400})", R"({"n": 123456789012345678901234567890})", R"({"n": -9223372036854775809})",
+      R"({"x": 1, "\u0078": 2})", R"({"x": {"x": 1}, "y": {"x": 2}})", R"({"s": "\udc00"})", R"({"s": "\ud800"})",
+      R"({"s": "\ud800\u0041"})", R"({"s": "\ud800x"})", "{\"s\": \"\xe0\x80\x80\"}", "{\"s\": \"\xed\xa0\x80\"}",
+      "{\"s\": \"\xf4\x90\x80\x80\"}", "{\"s\": \"\xc0\xaf\"}", "{\"s\": \"\xc3\"}", "{\"s\": \"a\x01\"}", "{\"s\": \"a\tb\"}",
+      R"({"s": "\x"})", R"({"s": "\u12g4"})", "{\"a\": " + deep_bad + "}", R"({"n": 01})", R"({"n": 1.})", R"({"n": .5})",
+      R"({"n": -})", R"({"n": 1e})", R"({"n": +1})", R"({"n": 0x10})", R"({"n": NaN})", R"({"a": [1,]})", R"({"a": tru})",
+      R"({"a": nulll})", R"({"a": [1 2]})", R"({,})", R"({"a" 1})", R"({"a": 1,})", "{\"a\": 1}\x00",
+  };
+  int valid = 0, invalid = 0;
+  for (const std::string& a : args) {
+    for (const std::string& body : {"{\"name\": \"f\", \"arguments\": " + a + "}", "{\"arguments\": " + a + ", \"name\": \"f\"}"}) {
+      const std::string text = "<tool_call>" + body + "</tool_call>";
+      ParsedToolCall expected;
+      const bool well_formed = ToolCallParser::parse_body(body, expected);
+      (well_formed ? valid : invalid) += 1;
+      std::vector<std::string> bytes;
+      for (const char ch : text) bytes.emplace_back(1, ch);
+      for (const auto& pieces : {std::vector<std::string>{text}, bytes}) {
+        INFO(text);
+        ToolCallParser parser;
+        const auto [content, calls] = feed_all(parser, pieces);
+        if (well_formed) {
+          CHECK(content.empty());
+          CHECK(calls == std::vector{call("call_0", "f", expected.arguments)});
+        } else {
+          // Started (name first) or never (arguments first): never a well-formed call.
+          CHECK(calls.size() == (body.starts_with("{\"name\"") ? 1u : 0u));
+          CHECK(content != "");
+        }
+      }
+    }
+  }
+  CHECK(valid >= 16);
+  CHECK(invalid >= 60);
+}
+
+TEST_CASE("tool calls: a body cut at any byte streams a prefix of the whole call's arguments") {
+  std::mt19937_64 rng(7);
+  JsonWriter writer{rng};
+  for (int n = 0; n < (qwen_test::sanitized ? 30 : 200); ++n) {
+    const std::string body = writer.body();
+    ParsedToolCall expected;
+    REQUIRE(ToolCallParser::parse_body(body, expected));
+    std::string previous;
+    for (std::size_t cut = 0; cut <= body.size(); ++cut) {
+      INFO("body " << body << "\ncut at " << cut);
+      ToolCallParser parser;
+      const auto [content, calls] = feed_all(parser, {"<tool_call>" + body.substr(0, cut)});
+      if (calls.empty()) {
+        CHECK(content == "<tool_call>" + body.substr(0, cut));
+        CHECK(previous.empty());
+        continue;
+      }
+      REQUIRE(calls.size() == 1);
+      CHECK(calls[0].name == expected.name);
+      CHECK(expected.arguments.starts_with(calls[0].arguments));
+      CHECK(calls[0].arguments.starts_with(previous));  // each byte only adds
+      CHECK(body.substr(0, cut).ends_with(content));    // what is held back is the end of the text
+      previous = calls[0].arguments;
+    }
+    CHECK(previous == expected.arguments);  // the whole body, unclosed, is the whole call
   }
 }
 

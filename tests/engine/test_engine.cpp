@@ -518,7 +518,7 @@ TEST_CASE("engine: chat deltas equal the parsers on the whole text; thinking off
         reasoning += o.delta.reasoning;
         content += o.delta.content;
         text += o.delta.text;
-        calls.insert(calls.end(), o.delta.tool_calls.begin(), o.delta.tool_calls.end());
+        for (const auto& piece : o.delta.tool_calls) chat::append_fragment(calls, piece);
         if (o.result) result = *o.result;
       });
       while (engine.step()) {

@@ -111,7 +111,10 @@ TEST_CASE("engine: a forced tool call is exactly one call to the named function,
         INFO("named " << named << ", thinking " << thinking << ", choice " << c.index << ": " << c.text);
         REQUIRE(c.error.empty());
         if (c.finish_reason != FinishReason::stop) {
-          CHECK(c.tool_calls.empty());
+          // Cut by max_tokens: before the call started, or inside it (the arguments so far).
+          CHECK(c.finish_reason == FinishReason::length);
+          CHECK(c.tool_calls.size() <= 1);
+          if (!c.tool_calls.empty()) CHECK(c.tool_calls[0].arguments.starts_with("{"));
           continue;
         }
         ++complete;

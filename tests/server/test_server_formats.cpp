@@ -112,17 +112,25 @@ TEST_CASE("chat stream chunks", "[server]") {
     CHECK(chunk["usage"].is_null());
   }
 
-  qwen::engine::ChoiceDelta calls;
-  calls.index = 1;
-  calls.tool_calls = {call("call_a", "f", "{}"), call("call_b", "g", R"({"x": 1})")};
-  calls.finish_reason = FinishReason::stop;
-  e = events_of(stream.on_delta(calls, nullptr));
-  REQUIRE(e.size() == 3);  // one chunk per call, then the finish reason
+  // Tool calls in pieces: a call's first piece names it, the next ones carry arguments only.
+  qwen::engine::ChoiceDelta first;
+  first.index = 1;
+  first.tool_calls = {{0, "call_a", "f", "{}"}, {1, "call_b", "g", R"({"x": )"}};
+  e = events_of(stream.on_delta(first, nullptr));
+  REQUIRE(e.size() == 2);  // one chunk per piece
   CHECK(e[0]["choices"][0]["delta"]["tool_calls"] ==
         json::parse(R"([{"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": "{}"}}])"));
-  CHECK(e[1]["choices"][0]["delta"]["tool_calls"][0]["index"] == 1);
-  CHECK(e[2]["choices"][0]["finish_reason"] == "tool_calls");
-  CHECK(e[2]["choices"][0]["delta"] == json::object());
+  CHECK(e[1]["choices"][0]["delta"]["tool_calls"] ==
+        json::parse(R"([{"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{\"x\": "}}])"));
+  qwen::engine::ChoiceDelta rest;
+  rest.index = 1;
+  rest.tool_calls = {{1, "", "", "1}"}};
+  rest.finish_reason = FinishReason::stop;
+  e = events_of(stream.on_delta(rest, nullptr));
+  REQUIRE(e.size() == 2);  // the piece, then the finish reason
+  CHECK(e[0]["choices"][0]["delta"]["tool_calls"] == json::parse(R"([{"index": 1, "function": {"arguments": "1}"}}])"));
+  CHECK(e[1]["choices"][0]["finish_reason"] == "tool_calls");
+  CHECK(e[1]["choices"][0]["delta"] == json::object());
 
   const json usage = events_of(stream.usage_event({3, 4, 0}))[0];
   CHECK(usage["choices"] == json::array());

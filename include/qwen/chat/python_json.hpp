@@ -27,9 +27,10 @@ namespace qwen::chat {
 
 namespace detail {
 
-inline void append_python_string(std::string& out, std::string_view s) {
+// The characters of a string between its quotes, escaped as json.dumps escapes them. Works on any
+// cut of the bytes (each byte is written alone), so a stream may write a string in pieces.
+inline void append_python_escaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
-  out += '"';
   for (const char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (c) {
@@ -50,6 +51,11 @@ inline void append_python_string(std::string& out, std::string_view s) {
         }
     }
   }
+}
+
+inline void append_python_string(std::string& out, std::string_view s) {
+  out += '"';
+  append_python_escaped(out, s);
   out += '"';
 }
 

@@ -746,7 +746,7 @@ class Engine {
         Choice& c = p->result.choices[static_cast<std::size_t>(s.index)];
         c.text += s.delta.text;
         c.content += s.delta.content;
-        c.tool_calls.insert(c.tool_calls.end(), s.delta.tool_calls.begin(), s.delta.tool_calls.end());
+        for (const auto& piece : s.delta.tool_calls) chat::append_fragment(c.tool_calls, piece);
         c.tokens.insert(c.tokens.end(), s.delta.tokens.begin(), s.delta.tokens.end());
         outputs_.push_back({p.get(), &s});
       }

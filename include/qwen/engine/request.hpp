@@ -130,7 +130,7 @@ struct ChoiceDelta {
   std::string text;       // the detokenized output (after stop-string handling)
   std::string reasoning;  // chat: reasoning_content
   std::string content;    // chat: content (tool calls taken out when the request has tools); else = text
-  std::vector<chat::ParsedToolCall> tool_calls;  // chat with tools: calls completed in this delta
+  std::vector<chat::ToolCallFragment> tool_calls;  // chat with tools: the calls' pieces (chat::append_fragment)
   std::vector<TokenOutput> tokens;
   std::optional<FinishReason> finish_reason;     // set in the choice's last delta
 };

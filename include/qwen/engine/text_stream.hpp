@@ -128,7 +128,7 @@ class OutputText {
       if (tools_) {
         chat::ToolCallDelta t = tools_->finish();
         out.content += t.content;
-        for (auto& c : t.tool_calls) out.tool_calls.push_back(std::move(c));
+        for (auto& c : t.tool_calls) chat::merge_fragment(out.tool_calls, std::move(c));
       }
     }
   }
@@ -158,7 +158,7 @@ class OutputText {
     }
     chat::ToolCallDelta t = tools_->feed(content);
     out.content += t.content;
-    for (auto& c : t.tool_calls) out.tool_calls.push_back(std::move(c));
+    for (auto& c : t.tool_calls) chat::merge_fragment(out.tool_calls, std::move(c));
   }
 
   const tokenizer::Tokenizer* tokenizer_;
