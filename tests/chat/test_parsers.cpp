@@ -189,6 +189,9 @@ TEST_CASE("tool calls: every split point gives the documented calls and content"
       {"text\n<tool_call>\n{\"name\": \"f\"", "text\n<tool_call>\n{\"name\": \"f\"", {}},
       {"<tool_call>{\"name\": \"f\", \"name\": \"g\", \"arguments\": {}}</tool_call>",
        "<tool_call>{\"name\": \"f\", \"name\": \"g\", \"arguments\": {}}</tool_call>", {}},
+      // A number ended by a byte that cannot follow it: the number is in the arguments, the byte on is content.
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 12x}}</tool_call>", "x}}</tool_call>", {call("call_0", "f", "{\"a\": 12")}},
+      {"<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": [1}}</tool_call>", "}}</tool_call>", {call("call_0", "f", "{\"a\": [1")}},
       // Junk after a complete object: the call stands, the junk is content.
       {"<tool_call>{\"name\": \"f\", \"arguments\": {}} extra</tool_call>", "extra</tool_call>", {call("call_0", "f", "{}")}},
       // Cut short by the end of the reply or by the closing tag: the arguments so far; held-back
@@ -378,11 +381,16 @@ TEST_CASE("tool calls: random bodies agree with the whole-text definition (parse
       } else if (calls.empty()) {
         CHECK(content == text);  // never started: all of it is content
       } else {
-        // Started, then broken: one call whose arguments are not the whole of a valid object,
-        // and content that is the end of the text.
+        // Started, then broken: one call, and content that is the end of the text, from the
+        // first byte not settled into the arguments: the text before it and that byte alone
+        // stream the same arguments (nothing of the content went into them too).
         REQUIRE(calls.size() == 1);
-        CHECK(text.ends_with(content));
+        REQUIRE(text.ends_with(content));
         CHECK(content.ends_with("</tool_call>"));
+        ToolCallParser prefix;
+        const auto [prefix_content, prefix_calls] = feed_all(prefix, {text.substr(0, text.size() - content.size() + 1)});
+        REQUIRE(prefix_calls.size() == 1);
+        CHECK(prefix_calls[0] == calls[0]);
       }
       if (first) CHECK(result == *first);  // the same whatever the cuts
       else first = result;

@@ -20,7 +20,8 @@
 //   * an object key: whole, when its closing quote shows it is not a duplicate;
 //   * a number or a literal (true, false, null): whole, when it is complete (a number when the
 //     byte after it arrives).
-// held() is the number of bytes already fed whose output is held back by these rules.
+// held() is the number of bytes already fed whose output is held back by these rules; after an
+// error, of those before the refused byte.
 #pragma once
 
 #include <cstddef>
@@ -53,10 +54,14 @@ class PythonJsonStream {
   // Feeds one byte; appends to `out` what it settles.
   Status feed(char byte, std::string& out) {
     if (status_ == Status::error || status_ == Status::done || status_ == Status::done_before) return Status::error;
+    held_before_ = held_;
     status_ = step(static_cast<unsigned char>(byte), out);
+    if (status_ == Status::error) held_ = held_before_;
     return status_;
   }
 
+  // After an error: how many of the bytes before the refused one are held (a number that the
+  // refused byte ended was written, so it is not).
   [[nodiscard]] std::size_t held() const noexcept { return held_; }
   // A top-level string value's characters, decoded (complete once feed returned done).
   [[nodiscard]] const std::string& decoded() const noexcept { return decoded_; }
@@ -152,7 +157,7 @@ class PythonJsonStream {
         if (!number.is_number()) return Status::error;
         append_python_json(out, number);
         token_ = Token::none;
-        held_ = 0;
+        held_ = held_before_ = 0;
         if (stack_.empty()) return Status::done_before;
         stack_.back().expect = Expect::comma_or_end;
         return structure(c, out);
@@ -349,6 +354,7 @@ class PythonJsonStream {
   int base_depth_ = 0;
   Status status_ = Status::more;
   std::size_t held_ = 0;
+  std::size_t held_before_ = 0;              // held_ before the byte being fed, less what it settled
   char kind_ = 0;
   std::vector<Frame> stack_;
   Token token_ = Token::none;

@@ -252,7 +252,11 @@ class ToolCallParser {
       const PythonJsonStream::Status s = stream_.feed(byte, out);
       scratch_.clear();
       switch (s) {
-        case PythonJsonStream::Status::error: fail(); return false;
+        case PythonJsonStream::Status::error:
+          // The refused byte and those held before it are not settled.
+          if (field_ == Field::arguments) settled_ = fed_ - 1 - stream_.held();
+          fail();
+          return false;
         case PythonJsonStream::Status::more:
           // The arguments settle as their text goes out; a name or an ignored value only whole.
           if (field_ == Field::arguments) settled_ = fed_ - stream_.held();
