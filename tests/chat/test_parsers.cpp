@@ -420,7 +420,7 @@ TEST_CASE("tool calls: the edges of the JSON language agree with the whole-text 
       "{\"s\": \"\xf4\x90\x80\x80\"}", "{\"s\": \"\xc0\xaf\"}", "{\"s\": \"\xc3\"}", "{\"s\": \"a\x01\"}", "{\"s\": \"a\tb\"}",
       R"({"s": "\x"})", R"({"s": "\u12g4"})", "{\"a\": " + deep_bad + "}", R"({"n": 01})", R"({"n": 1.})", R"({"n": .5})",
       R"({"n": -})", R"({"n": 1e})", R"({"n": +1})", R"({"n": 0x10})", R"({"n": NaN})", R"({"a": [1,]})", R"({"a": tru})",
-      R"({"a": nulll})", R"({"a": [1 2]})", R"({,})", R"({"a" 1})", R"({"a": 1,})", "{\"a\": 1}\x00",
+      R"({"a": nulll})", R"({"a": [1 2]})", R"({,})", R"({"a" 1})", R"({"a": 1,})", std::string("{\"a\": 1}\0", 9),
   };
   int valid = 0, invalid = 0;
   for (const std::string& a : args) {
