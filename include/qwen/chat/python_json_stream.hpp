@@ -39,6 +39,9 @@
 
 namespace qwen::chat {
 
+// JSON's whitespace (RFC 8259): space, tab, newline, carriage return.
+[[nodiscard]] constexpr bool is_json_space(char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
 class PythonJsonStream {
  public:
   enum class Status {
@@ -53,7 +56,7 @@ class PythonJsonStream {
 
   // Feeds one byte; appends to `out` what it settles.
   Status feed(char byte, std::string& out) {
-    if (status_ == Status::error || status_ == Status::done || status_ == Status::done_before) return Status::error;
+    if (status_ != Status::more) return Status::error;
     held_before_ = held_;
     status_ = step(static_cast<unsigned char>(byte), out);
     if (status_ == Status::error) held_ = held_before_;
@@ -65,9 +68,6 @@ class PythonJsonStream {
   [[nodiscard]] std::size_t held() const noexcept { return held_; }
   // A top-level string value's characters, decoded (complete once feed returned done).
   [[nodiscard]] const std::string& decoded() const noexcept { return decoded_; }
-  // The kind of the value, from its first byte: '{', '[', '"', a digit or '-', 't', 'f', 'n';
-  // 0 before it.
-  [[nodiscard]] char kind() const noexcept { return kind_; }
 
  private:
   enum class Expect : std::uint8_t { value, value_or_end, key, key_or_end, colon, comma_or_end };
@@ -79,7 +79,6 @@ class PythonJsonStream {
   enum class Token : std::uint8_t { none, string, number, literal };
   enum class StringPart : std::uint8_t { chars, utf8, escape, unicode, low_backslash, low_u, low_unicode };
 
-  static bool is_space(unsigned char c) noexcept { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
   static bool is_number_byte(unsigned char c) noexcept {
     return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' || c == 'e' || c == 'E';
   }
@@ -90,9 +89,8 @@ class PythonJsonStream {
     return -1;
   }
 
-  // What the byte does where a value may start: kind, and the container or token it opens.
+  // What the byte does where a value may start: the container or token it opens.
   Status start_value(unsigned char c, std::string& out) {
-    if (kind_ == 0) kind_ = static_cast<char>(c);
     if (c == '{' || c == '[') {
       if (base_depth_ + static_cast<int>(stack_.size()) >= io::kMaxJsonDepth) return Status::error;
       stack_.push_back({c == '{', c == '{' ? Expect::key_or_end : Expect::value_or_end, {}});
@@ -169,7 +167,7 @@ class PythonJsonStream {
 
   // A byte outside any token.
   Status structure(unsigned char c, std::string& out) {
-    if (is_space(c)) return Status::more;
+    if (is_json_space(static_cast<char>(c))) return Status::more;
     if (stack_.empty()) return start_value(c, out);  // before the value (after it, feed refuses)
     Frame& f = stack_.back();
     switch (f.expect) {
@@ -355,7 +353,6 @@ class PythonJsonStream {
   Status status_ = Status::more;
   std::size_t held_ = 0;
   std::size_t held_before_ = 0;              // held_ before the byte being fed, less what it settled
-  char kind_ = 0;
   std::vector<Frame> stack_;
   Token token_ = Token::none;
   bool key_ = false;                         // the string being read is an object key

@@ -165,7 +165,7 @@ class ToolCallParser {
       if (top_ == Top::key_text) return key_byte(byte);
       if (top_ == Top::value_text && !value_byte(byte, arguments)) return;
       const auto c = static_cast<unsigned char>(byte);
-      const bool space = c == ' ' || c == '\t' || c == '\n' || c == '\r';
+      const bool space = is_json_space(byte);
       switch (top_) {
         case Top::lead:
           if (space) break;
@@ -286,8 +286,6 @@ class ToolCallParser {
     std::size_t fed_ = 0, settled_ = 0;
   };
 
-  static bool is_space(char c) noexcept { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
-
   void emit_content(ToolCallDelta& delta, std::string_view text) {
     delta.content += text;
     content_ += text;
@@ -307,7 +305,7 @@ class ToolCallParser {
   // dropped right after a well-formed tool call.
   void add_text(ToolCallDelta& delta, std::string_view text) {
     for (const char c : text) {
-      if (is_space(c)) {
+      if (is_json_space(c)) {
         if (!after_call_) pending_space_ += c;
         continue;
       }
